@@ -1,0 +1,42 @@
+"""JSON in and out with exact decimals.
+
+Request bodies are parsed with ``parse_float=Decimal``, so ``0.1`` lots is exactly
+``Decimal("0.1")``. Responses write ``Decimal`` values as JSON numbers with their
+exact digits (never through a float) and datetimes as ISO 8601 UTC (``...Z``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+_MARK = "\x00dec:"
+_MARKED = re.compile(r'"\\u0000dec:(-?[0-9]+(?:\.[0-9]+)?)"')
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _MARK + format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    """Serialise ``value``; Decimals become exact JSON numbers."""
+    return _MARKED.sub(r"\1", json.dumps(value, default=_default, separators=(",", ":")))
+
+
+def loads(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=dumps(body), status=status, content_type="application/json", headers=headers
+    )

@@ -1,0 +1,1 @@
+"""One package per external provider (payments, KYC, messaging), each a plugin."""

@@ -1,0 +1,1 @@
+"""The broker kernel: hooks, plugin manager, config, storage, event bus, cache, clock."""

@@ -1,0 +1,243 @@
+"""``plugins.toml`` loading and validation.
+
+Layout::
+
+    [kernel]                     # the kernel's own settings (KERNEL_SCHEMA)
+    execution_venue = "bbook"
+
+    [plugins.replay]             # one section per plugin; the name is the entry point's
+    enabled = true               # kernel-owned key, default true; false keeps it blocked
+    speed = 1
+
+Every enabled plugin's section is validated against the plugin's ``CONFIG_SCHEMA``
+(Draft 2020-12; the kernel closes it with ``additionalProperties: false`` at the top
+level), defaults are applied, and ``${NAME}`` / ``${NAME:-default}`` references in
+string values are resolved from the environment. Properties marked
+``"writeOnly": true`` are secrets: :func:`redact` replaces them wherever config is
+shown or logged. All problems are collected and raised at once as
+:class:`ConfigError`, each naming the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema.exceptions import SchemaError
+
+REDACTED = "***"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+KERNEL_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "execution_venue": {
+            "type": "string",
+            "default": "bbook",
+            "description": "Name of the ExecutionVenue that fills market deals.",
+        },
+        "clock": {
+            "type": "string",
+            "default": "wall",
+            "description": "Price feed whose tick times drive the market clock "
+            "(e.g. 'replay' or 'manual'), or 'wall' for wall time.",
+        },
+        "trading_timezone": {
+            "type": "string",
+            "default": "UTC",
+            "description": "IANA timezone of trading-day boundaries (e.g. 'Europe/Prague').",
+        },
+        "fx_conversion": {
+            "enum": ["mid", "bid_ask"],
+            "default": "mid",
+            "description": "Rate side used to convert profit and margin to the account "
+            "currency: 'mid', or 'bid_ask' (the side less favourable to the account).",
+        },
+        "jwt_secret": {
+            "type": "string",
+            "default": "",
+            "writeOnly": True,
+            "description": "HS256 signing key for access tokens. Empty: a random key is "
+            "generated once and kept in ./var/jwt_secret (single-process SQLite only).",
+        },
+        "order_request_ttl_s": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 300,
+            "description": "Seconds an async order request's status can be polled.",
+        },
+        "cors_origins": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Origins allowed by CORS ('*' for any).",
+        },
+    },
+}
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration; ``errors`` holds one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated configuration: the kernel section and each enabled plugin's section."""
+
+    path: Path
+    kernel: Mapping[str, Any]
+    plugins: Mapping[str, Mapping[str, Any]]
+    disabled: frozenset[str] = field(default_factory=frozenset)
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Parse ``path``; returns the document and the errors (file missing, bad TOML)."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh), []
+    except FileNotFoundError:
+        return {}, [f"{path}: file not found"]
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [f"{path}: invalid TOML: {exc}"]
+
+
+def plugin_sections(document: Mapping[str, Any], path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The ``[plugins.*]`` tables of a parsed document (including disabled ones)."""
+    errors = [
+        f"{path}: unknown top-level key '{key}' (expected [kernel] and [plugins.<name>])"
+        for key in document
+        if key not in ("kernel", "plugins")
+    ]
+    plugins = document.get("plugins", {})
+    if not isinstance(plugins, dict):
+        return {}, [*errors, f"{path}: 'plugins' must be a table of [plugins.<name>] sections"]
+    sections: dict[str, dict[str, Any]] = {}
+    for name, section in plugins.items():
+        if not isinstance(section, dict):
+            errors.append(f"{path}: [plugins.{name}] must be a table")
+            continue
+        enabled = section.get("enabled", True)
+        if not isinstance(enabled, bool):
+            errors.append(f"{path}: [plugins.{name}] enabled: must be true or false")
+        sections[name] = section
+    return sections, errors
+
+
+def is_enabled(section: Mapping[str, Any]) -> bool:
+    return section.get("enabled", True) is not False
+
+
+def closed_schema(schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The plugin's schema with ``additionalProperties: false`` at the top level."""
+    closed = copy.deepcopy(dict(schema or {"type": "object", "properties": {}}))
+    closed.setdefault("type", "object")
+    closed.setdefault("additionalProperties", False)
+    return closed
+
+
+def validate_section(
+    schema: Mapping[str, Any],
+    section: Mapping[str, Any],
+    where: str,
+    env: Mapping[str, str],
+) -> tuple[dict[str, Any], list[str]]:
+    """Resolve ``${ENV}`` references, apply defaults and validate one section.
+
+    ``where`` prefixes every error (``"plugins.toml: [plugins.replay]"``). Returns the
+    resolved section (defaults applied) and the list of errors.
+    """
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return {}, [f"{where}: the plugin's CONFIG_SCHEMA is not a valid JSON Schema: {exc.message}"]
+    errors: list[str] = []
+    values = {k: v for k, v in section.items() if k != "enabled"}
+    resolved = _resolve_env(values, env, where, [], errors)
+    instance = copy.deepcopy(resolved)
+    for error in sorted(_DefaultingValidator(schema).iter_errors(instance), key=_error_order):
+        errors.append(f"{where} {_error_key(error)}: {error.message}")
+    return instance, errors
+
+
+def redact(schema: Mapping[str, Any], value: Any) -> Any:
+    """A copy of ``value`` with every ``writeOnly`` property replaced by ``'***'``."""
+    if not isinstance(value, Mapping):
+        return value
+    properties = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        sub = properties.get(key, {})
+        if sub.get("writeOnly") and item not in (None, ""):
+            out[key] = REDACTED
+        else:
+            out[key] = redact(sub, item)
+    return out
+
+
+def _resolve_env(
+    value: Any, env: Mapping[str, str], where: str, key: list[str], errors: list[str]
+) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(f"{where} {'.'.join(key) or '(root)'}: environment variable ${{{name}}} is not set")
+            return ""
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, env, where, [*key, k], errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, env, where, [*key, str(i)], errors) for i, v in enumerate(value)]
+    return value
+
+
+def _error_key(error: ValidationError) -> str:
+    path = [str(p) for p in error.absolute_path]
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        missing = re.match(r"'([^']+)'", error.message)
+        if missing:
+            path.append(missing.group(1))
+    if error.validator == "additionalProperties":
+        extra = re.findall(r"'([^']+)'", error.message)
+        if extra:
+            path.append(extra[0])
+    return ".".join(path) or "(section)"
+
+
+def _error_order(error: ValidationError) -> tuple[str, str]:
+    return _error_key(error), error.message
+
+
+def _extend_with_defaults(validator_class: Any) -> Any:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(
+        validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, Mapping) and "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _extend_with_defaults(Draft202012Validator)

@@ -1,0 +1,267 @@
+"""Domain events with a transactional outbox.
+
+A service calls :func:`record_event` inside its unit of work, so the event row commits
+or rolls back with the change that caused it. The :class:`OutboxRelay` then publishes
+committed events to the bus (in-process by default, Redis Streams with ``REDIS_URL``)
+and marks them published. Delivery is at least once; ``DomainEvent.id`` is stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerkernel.kernel.storage.models import OutboxEvent, new_id
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from brokerkernel.kernel.clock import MarketClock
+    from brokerkernel.kernel.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[["DomainEvent"], Awaitable[None] | None]
+STREAM = "brokerkernel:events"
+CONSUMER_GROUP = "brokerkernel"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """Something that happened: ``type`` such as ``order.opened``; JSON ``payload``;
+    ``occurred_at`` in market time (UTC)."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "payload": self.payload,
+                "occurred_at": self.occurred_at.isoformat(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> DomainEvent:
+        data = json.loads(raw)
+        return cls(
+            id=data["id"],
+            type=data["type"],
+            payload=data["payload"],
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+        )
+
+
+def record_event(
+    session: AsyncSession, type_: str, payload: dict[str, Any], occurred_at: datetime
+) -> None:
+    """Stage an event in the caller's unit of work (it commits with the change)."""
+    session.add(OutboxEvent(id=new_id(), type=type_, payload=payload, occurred_at=occurred_at))
+
+
+async def dispatch(handlers: Sequence[EventHandler], event: DomainEvent) -> None:
+    """Call every handler on its own; one that raises is logged, the others still run."""
+    for handler in handlers:
+        try:
+            result = handler(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("event handler %r failed on %s %s", handler, event.type, event.id)
+
+
+class EventBus(Protocol):
+    def subscribe(self, handler: EventHandler) -> None: ...
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class InProcessBus:
+    """Delivers events to this process's handlers (the single-process default)."""
+
+    def __init__(self) -> None:
+        self._handlers: list[EventHandler] = []
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None:
+        for event in events:
+            await dispatch(self._handlers, event)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class RedisStreamBus:
+    """Events on a Redis Stream, consumed through one consumer group.
+
+    Every event is handled once across all kernel processes (each process is a
+    consumer of the group); a process that dies leaves its pending entries to be
+    claimed by the others after ``claim_idle_ms``.
+    """
+
+    def __init__(self, redis: Redis, maxlen: int = 1_000_000, claim_idle_ms: int = 30_000) -> None:
+        self._redis = redis
+        self._maxlen = maxlen
+        self._claim_idle_ms = claim_idle_ms
+        self._handlers: list[EventHandler] = []
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(STREAM, {"event": event.to_json()}, maxlen=self._maxlen, approximate=True)
+            await pipe.execute()
+
+    async def start(self) -> None:
+        try:
+            await self._redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: the group exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._task = asyncio.create_task(self._consume(), name="redis-event-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _consume(self) -> None:
+        while True:
+            try:
+                claimed = await self._redis.xautoclaim(
+                    STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, count=100
+                )
+                await self._handle(claimed[1])
+                batches = await self._redis.xreadgroup(
+                    CONSUMER_GROUP, self._consumer, {STREAM: ">"}, count=200, block=1000
+                )
+                for _stream, entries in batches or []:
+                    await self._handle(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("redis event consumer failed; retrying in 1 s")
+                await asyncio.sleep(1)
+
+    async def _handle(self, entries: Sequence[tuple[Any, dict[Any, Any]]]) -> None:
+        for entry_id, fields in entries:
+            raw = fields.get(b"event") or fields.get("event")
+            if raw is not None:
+                await dispatch(self._handlers, DomainEvent.from_json(raw))
+            await self._redis.xack(STREAM, CONSUMER_GROUP, entry_id)
+
+
+class OutboxRelay:
+    """Moves committed outbox rows to the bus and marks them published.
+
+    Woken after each commit and polling every ``poll_s`` seconds for rows left by a
+    crash. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several
+    processes relay without publishing a row twice.
+    """
+
+    def __init__(
+        self, db: Database, bus: EventBus, clock: MarketClock, batch: int = 500, poll_s: float = 1.0
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._clock = clock
+        self._batch = batch
+        self._poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.drain()
+
+    async def drain(self) -> int:
+        """Publish everything committed so far; returns how many events were published."""
+        total = 0
+        while True:
+            count = await self._relay_once()
+            total += count
+            if count < self._batch:
+                return total
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+
+    async def _relay_once(self) -> int:
+        # Not a Database.transaction(): its after-commit hook would wake this relay again.
+        async with self._db.sessions() as session:
+            query = (
+                select(OutboxEvent)
+                .where(OutboxEvent.published_at.is_(None))
+                .order_by(OutboxEvent.occurred_at, OutboxEvent.id)
+                .limit(self._batch)
+            )
+            if not self._db.is_sqlite:
+                # Held while publishing, so two relays never publish one row.
+                query = query.with_for_update(skip_locked=True)
+            rows = (await session.scalars(query)).all()
+            if not rows:
+                return 0
+            events = [DomainEvent(r.id, r.type, r.payload, r.occurred_at) for r in rows]
+            if self._db.is_sqlite:
+                # Hand the single SQLite connection back: in-process handlers may write.
+                await session.rollback()
+            await self._bus.publish(events)
+            await session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_([e.id for e in events]))
+                .values(published_at=self._clock.now())
+            )
+            await session.commit()
+        self.published += len(events)
+        return len(events)

@@ -1,0 +1,176 @@
+"""The running kernel: settings, storage, cache, bus, clock, prices, plugins, services.
+
+``Kernel.start()`` opens everything in dependency order and ``stop()`` closes it in
+reverse. The API (``api/app.py``) and the CLI build one Kernel per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from brokerkernel.kernel.cache import Cache, MemoryCache, RedisCache
+from brokerkernel.kernel.clock import MarketClock
+from brokerkernel.kernel.config import ConfigError
+from brokerkernel.kernel.descriptors import Adjuster, Feed, PluginContext, PreTradeRule, Venue
+from brokerkernel.kernel.events import EventBus, InProcessBus, OutboxRelay, RedisStreamBus
+from brokerkernel.kernel.plugins import PluginManager
+from brokerkernel.kernel.pricing import FxConverter, QuoteBook
+from brokerkernel.kernel.security import TokenIssuer, load_or_create_secret
+from brokerkernel.kernel.storage.db import Database, default_sqlite_url
+from brokerkernel.kernel.storage.ids import IdAllocator
+from brokerkernel.kernel.trading.service import TradingService
+from brokerkernel.kernel.trading.transactions import TransactionService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process settings: ``config_path`` (plugins.toml), ``database_url``
+    (``DATABASE_URL``; default a SQLite file under ``./var/``), ``redis_url``
+    (``REDIS_URL``; None = in-process cache and bus), ``var_dir`` for local state,
+    ``start_feeds`` False to drive prices by hand (tests, the simulator)."""
+
+    config_path: Path = Path("plugins.toml")
+    database_url: str = ""
+    redis_url: str | None = None
+    var_dir: Path = Path("var")
+    start_feeds: bool = True
+    order_workers: int = 0
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @classmethod
+    def from_env(cls, config_path: Path, **overrides: Any) -> Settings:
+        env = dict(os.environ)
+        var_dir = Path(env.get("BROKERKERNEL_VAR_DIR", "var"))
+        return cls(
+            config_path=config_path,
+            database_url=env.get("DATABASE_URL") or default_sqlite_url(var_dir.resolve()),
+            redis_url=env.get("REDIS_URL") or None,
+            var_dir=var_dir,
+            env=env,
+            **overrides,
+        )
+
+
+class Kernel:
+    """One kernel process. Attributes are ready after :meth:`start`."""
+
+    def __init__(self, settings: Settings, plugins: PluginManager | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins or PluginManager.load(settings.config_path, settings.env)
+        kernel_config = self.plugins.config.kernel
+        self.kernel_config = kernel_config
+        clock_source = kernel_config["clock"]
+        if clock_source != "wall" and clock_source not in self.plugins.registries.price_feeds:
+            raise ConfigError(
+                [
+                    f"{settings.config_path}: [kernel] clock: '{clock_source}' is not an enabled "
+                    f"price feed (enabled: {self.plugins.registries.price_feeds.names()})"
+                ]
+            )
+        venue_name = kernel_config["execution_venue"]
+        if venue_name not in self.plugins.registries.execution_venues:
+            raise ConfigError(
+                [
+                    f"{settings.config_path}: [kernel] execution_venue: '{venue_name}' is not "
+                    f"registered (enabled: {self.plugins.registries.execution_venues.names()})"
+                ]
+            )
+        self.clock = MarketClock(driven=clock_source != "wall", start_ms=0 if clock_source != "wall" else None)
+        self.quotes = QuoteBook(self.clock, clock_provider=None if clock_source == "wall" else clock_source)
+        self.fx = FxConverter(self.quotes, kernel_config["fx_conversion"])
+        self.db = Database(settings.database_url)
+        self.ids = IdAllocator(self.db.is_sqlite)
+        self.cache: Cache = MemoryCache() if settings.redis_url is None else RedisCache.from_url(settings.redis_url)
+        if settings.redis_url is not None:
+            assert isinstance(self.cache, RedisCache)
+            self.bus: EventBus = RedisStreamBus(self.cache.redis)
+        else:
+            self.bus = InProcessBus()
+        self.relay = OutboxRelay(self.db, self.bus, self.clock)
+        self.db.after_commit(self.relay.wake)
+        self.tokens = TokenIssuer(load_or_create_secret(kernel_config["jwt_secret"], settings.var_dir))
+        self.feeds: dict[str, Feed] = {}
+        self._feed_tasks: list[asyncio.Task[None]] = []
+        venue: Venue = self._build(self.plugins.registries.execution_venues[venue_name])
+        adjusters: list[Adjuster] = [
+            self._build(item)
+            for item in sorted(self.plugins.registries.quote_adjusters, key=lambda r: (r.descriptor.order, r.descriptor.name))
+        ]
+        rules: list[tuple[str, PreTradeRule]] = [
+            (item.descriptor.name, self._build(item))
+            for item in sorted(self.plugins.registries.risk_rules, key=lambda r: r.descriptor.name)
+        ]
+        workers = settings.order_workers or (1 if self.db.is_sqlite else 8)
+        self.trading = TradingService(
+            db=self.db,
+            cache=self.cache,
+            clock=self.clock,
+            quotes=self.quotes,
+            fx=self.fx,
+            ids=self.ids,
+            venue=venue,
+            adjusters=adjusters,
+            rules=rules,
+            request_ttl_s=kernel_config["order_request_ttl_s"],
+            workers=workers,
+        )
+        self.transactions = TransactionService(self.db, self.clock, self.fx, self.trading)
+        self.started = False
+
+    def context(self, plugin: str) -> PluginContext:
+        """The factory context of ``plugin`` (its validated config and the kernel)."""
+        return PluginContext(plugin=plugin, config=self.plugins.plugin_config(plugin), clock=self.clock, kernel=self)
+
+    def _build(self, registered: Any) -> Any:
+        return registered.descriptor.factory(self.context(registered.plugin))
+
+    async def start(self) -> None:
+        """Open storage and the bus, start the relay, order workers and price feeds."""
+        if self.settings.redis_url is not None and not await self.cache.ping():
+            raise ConnectionError(f"Redis at {self.settings.redis_url} is not reachable")
+        self.bus.subscribe(self._fan_out_event)
+        await self.bus.start()
+        await self.relay.start()
+        await self.trading.start()
+        for item in self.plugins.registries.price_feeds:
+            self.feeds[item.descriptor.name] = self._build(item)
+        await self.plugins.notify("broker_on_startup", kernel=self)
+        if self.settings.start_feeds:
+            for name, feed in self.feeds.items():
+                self._feed_tasks.append(asyncio.create_task(self._run_feed(name, feed), name=f"feed-{name}"))
+        self.started = True
+
+    async def _run_feed(self, name: str, feed: Feed) -> None:
+        try:
+            await feed.run(self.quotes.publish)
+            log.info("price feed %s finished", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("price feed %s failed", name)
+
+    async def _fan_out_event(self, event: Any) -> None:
+        await self.plugins.notify("broker_on_event", event=event)
+
+    async def stop(self) -> None:
+        """Stop feeds, drain orders and events, close storage (reverse of start)."""
+        for task in self._feed_tasks:
+            task.cancel()
+        await asyncio.gather(*self._feed_tasks, return_exceptions=True)
+        self._feed_tasks = []
+        if self.started:
+            await self.trading.stop()
+            await self.plugins.notify("broker_on_shutdown", kernel=self)
+            await self.relay.stop()
+            await self.bus.stop()
+        await self.cache.close()
+        await self.db.dispose()
+        self.started = False

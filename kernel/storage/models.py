@@ -1,0 +1,330 @@
+"""SQLAlchemy 2 models of the kernel's tables.
+
+Money, prices and volumes are :class:`~brokerkernel.kernel.storage.types.DecimalType`
+(NUMERIC on PostgreSQL, exact text on SQLite); Python values are ``Decimal``.
+Times are timezone-aware UTC. Alembic owns the schema (``alembic/versions``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from brokerkernel.kernel.storage.types import DecimalType
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ZERO = Decimal(0)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        Decimal: DecimalType(),
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class Instrument(Base):
+    """Master instrument catalog (seed section 15) with MT5 calculation modes."""
+
+    __tablename__ = "instruments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    symbol: Mapped[str] = mapped_column(String(32), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    asset_class: Mapped[str] = mapped_column(String(64))
+    calc_mode: Mapped[str] = mapped_column(String(24))
+    base_currency: Mapped[str] = mapped_column(String(8))
+    quote_currency: Mapped[str] = mapped_column(String(8))
+    profit_currency: Mapped[str] = mapped_column(String(8))
+    digits: Mapped[int] = mapped_column(SmallInteger)
+    pip_size: Mapped[Decimal]
+    contract_size: Mapped[Decimal]
+    min_lot: Mapped[Decimal]
+    max_lot: Mapped[Decimal]
+    lot_step: Mapped[Decimal]
+    margin_rate: Mapped[Decimal]
+    spread: Mapped[Decimal]
+    stale_threshold_ms: Mapped[int] = mapped_column(Integer, default=10_000)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    tradeability: Mapped[str | None] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32), default="none")
+    created_at: Mapped[datetime]
+
+
+class Group(Base):
+    """Trading group (seed section 16): currency, leverage, margin call/stop-out levels."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(8))
+    default_leverage: Mapped[int] = mapped_column(Integer)
+    margin_call_level: Mapped[Decimal]
+    stopout_level: Mapped[Decimal]
+    commission_type: Mapped[str | None] = mapped_column(String(16))
+    commission_value: Mapped[Decimal | None]
+    swap_free: Mapped[bool] = mapped_column(Boolean, default=False)
+    swap_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    swap_multiplier: Mapped[Decimal] = mapped_column(default=Decimal(1))
+    swap_free_days: Mapped[int] = mapped_column(Integer, default=0)
+    is_islamic: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_exposure: Mapped[Decimal | None]
+    net_max_exposure: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class GroupInstrument(Base):
+    """Per-group instrument override; every null column inherits from the catalog.
+
+    ``spread`` is the group's spread markup in pips, converted to a price delta at fill.
+    """
+
+    __tablename__ = "group_instruments"
+    __table_args__ = (UniqueConstraint("group_id", "symbol"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"))
+    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
+    spread: Mapped[Decimal | None]
+    margin_rate: Mapped[Decimal | None]
+    tradeability: Mapped[str | None] = mapped_column(String(16))
+    commission_type: Mapped[str | None] = mapped_column(String(16))
+    commission_value: Mapped[Decimal | None]
+    min_lot: Mapped[Decimal | None]
+    max_lot: Mapped[Decimal | None]
+
+
+class Role(Base):
+    """Staff role; ``permissions`` lists the permission codes it grants."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class StaffUser(Base):
+    """Broker staff (CRM/back-office) user; password hashed with argon2."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    first_name: Mapped[str] = mapped_column(String(128), default="")
+    last_name: Mapped[str] = mapped_column(String(128), default="")
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"))
+    team_id: Mapped[str | None] = mapped_column(String(36))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class Customer(Base):
+    """A trader (seed section 3)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    first_name: Mapped[str] = mapped_column(String(128), default="")
+    last_name: Mapped[str] = mapped_column(String(128), default="")
+    phone: Mapped[str | None] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(2))
+    gender: Mapped[str | None] = mapped_column(String(16))
+    registration_source: Mapped[str] = mapped_column(String(16), default="organic")
+    affiliate_id: Mapped[str | None] = mapped_column(String(64))
+    campaign_id: Mapped[str | None] = mapped_column(String(64))
+    funnel: Mapped[str | None] = mapped_column(String(64))
+    affiliate_lead_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    compliance_status: Mapped[str] = mapped_column(String(16), default="active")
+    force_password_change: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    reg_time: Mapped[datetime]
+
+
+class TradingAccount(Base):
+    """A trading account, addressed by its ``login``.
+
+    ``balance``, ``credit`` and ``margin`` are in ``currency`` and always equal the
+    running totals of the account's last ledger event; ``ledger_seq`` is that event's
+    ``sequence_num``.
+    """
+
+    __tablename__ = "trading_accounts"
+
+    id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    login: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(8))
+    leverage: Mapped[int] = mapped_column(Integer)
+    account_type: Mapped[str] = mapped_column(String(8), default="real")
+    balance: Mapped[Decimal] = mapped_column(default=ZERO)
+    credit: Mapped[Decimal] = mapped_column(default=ZERO)
+    margin: Mapped[Decimal] = mapped_column(default=ZERO)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Position(Base):
+    """An open position (MT5 "order" in the seed's trading API), keyed by ``ticket``.
+
+    ``cmd`` 0 buy / 1 sell; ``volume`` in lots; prices in quote currency; ``margin``,
+    ``commission`` and ``swap`` in account currency. ``terms`` snapshots the group's
+    instrument terms at open, so a group change does not alter an open position.
+    """
+
+    __tablename__ = "positions"
+
+    ticket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    login: Mapped[int] = mapped_column(ForeignKey("trading_accounts.login"), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    cmd: Mapped[int] = mapped_column(SmallInteger)
+    volume: Mapped[Decimal]
+    open_price: Mapped[Decimal]
+    open_time: Mapped[datetime]
+    sl: Mapped[Decimal | None]
+    tp: Mapped[Decimal | None]
+    margin: Mapped[Decimal]
+    commission: Mapped[Decimal] = mapped_column(default=ZERO)
+    swap: Mapped[Decimal] = mapped_column(default=ZERO)
+    open_fx_rate: Mapped[Decimal]
+    comment: Mapped[str | None] = mapped_column(String(128))
+    terms: Mapped[dict[str, Any]]
+
+
+class TradeHistory(Base):
+    """A closed deal (seed section 13). A partial close is its own row whose
+    ``parent_order`` is the position's ticket; ``reason`` is manual, sl, tp or stop-out.
+    """
+
+    __tablename__ = "trade_history"
+
+    ticket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    login: Mapped[int] = mapped_column(ForeignKey("trading_accounts.login"), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    cmd: Mapped[int] = mapped_column(SmallInteger)
+    volume: Mapped[Decimal]
+    open_price: Mapped[Decimal]
+    open_time: Mapped[datetime]
+    close_price: Mapped[Decimal]
+    close_time: Mapped[datetime]
+    profit: Mapped[Decimal]
+    commission: Mapped[Decimal]
+    swap: Mapped[Decimal]
+    margin: Mapped[Decimal]
+    open_fx_rate: Mapped[Decimal]
+    close_fx_rate: Mapped[Decimal]
+    reason: Mapped[str] = mapped_column(String(16))
+    parent_order: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LedgerEvent(Base):
+    """One monetary event on an account (seed section 7): deltas and running totals.
+
+    ``sequence_num`` counts the account's events from 1 without gaps; the unique
+    ``idempotency_key`` makes every write retry-safe.
+    """
+
+    __tablename__ = "ledger_events"
+    __table_args__ = (
+        UniqueConstraint("account_id", "sequence_num"),
+        Index("ix_ledger_events_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[int] = mapped_column(ForeignKey("trading_accounts.login"))
+    event_type: Mapped[str] = mapped_column(String(24))
+    reference_type: Mapped[str] = mapped_column(String(24))
+    reference_id: Mapped[str] = mapped_column(String(64))
+    balance_delta: Mapped[Decimal]
+    credit_delta: Mapped[Decimal]
+    margin_delta: Mapped[Decimal]
+    balance_after: Mapped[Decimal]
+    credit_after: Mapped[Decimal]
+    margin_after: Mapped[Decimal]
+    sequence_num: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str] = mapped_column(String(256))
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Transaction(Base):
+    """A monetary movement request (seed section 8): type, status, source."""
+
+    __tablename__ = "transactions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("trading_accounts.id"), index=True)
+    login: Mapped[int] = mapped_column(BigInteger, index=True)
+    type: Mapped[str] = mapped_column(String(24))
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(8))
+    account_amount: Mapped[Decimal]
+    usd_amount: Mapped[Decimal | None]
+    exchange_rate_usd: Mapped[Decimal | None]
+    gate_name: Mapped[str | None] = mapped_column(String(64))
+    proof_reference: Mapped[str | None] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+    cashier_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+    approved_by: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class OutboxEvent(Base):
+    """A domain event stored in the transaction that caused it, published after commit."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    occurred_at: Mapped[datetime]
+    published_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -1,0 +1,1 @@
+"""Trading domain: margin, profit, orders, positions and the ledger."""

@@ -1,0 +1,1 @@
+"""Risk-rule plugins (pre-trade checks and per-tick account checks)."""

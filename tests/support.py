@@ -1,0 +1,136 @@
+"""Helpers for tests that drive the kernel through its HTTP API.
+
+``make_kernel`` builds a kernel on the test backend with feeds not started, so a
+test sets exact prices with :func:`tick` (the replay provider drives the market
+clock, as the replay feed does).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from brokerkernel.kernel.clock import MarketClock
+from brokerkernel.kernel.pricing import Quote
+from brokerkernel.kernel.runtime import Kernel, Settings
+from brokerkernel.kernel.security import hash_password
+from brokerkernel.kernel.storage.models import Role, StaffUser, new_id
+
+# 2014-05-07T00:00:00Z, the replayed day most tests use.
+DAY_START_MS = 1_399_420_800_000
+JWT_SECRET = "test-secret-with-enough-entropy-0123456789"
+ADMIN_EMAIL = "admin@broker.test"
+ADMIN_PASSWORD = "Admin-Pass-123"
+
+
+def write_config(path: Path, market_data_dir: Path, extra: str = "") -> Path:
+    path.write_text(
+        f"""
+[kernel]
+execution_venue = "bbook"
+clock = "replay"
+jwt_secret = "{JWT_SECRET}"
+
+[plugins.replay]
+data_dir = "{market_data_dir}"
+symbols = ["EURUSD", "XAUUSD"]
+start = "2014-05-07"
+speed = "max"
+
+[plugins.bbook]
+[plugins.spread_markup]
+[plugins.margin]
+{extra}
+"""
+    )
+    return path
+
+
+def make_kernel(
+    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
+) -> Kernel:
+    config = write_config(tmp_path / "plugins.toml", market_data_dir)
+    settings = Settings(
+        config_path=config,
+        database_url=database_url,
+        redis_url=redis_url,
+        var_dir=tmp_path / "var",
+        start_feeds=False,
+        env={},
+    )
+    return Kernel(settings)
+
+
+def tick(kernel: Kernel, symbol: str, bid: str, ask: str, time_ms: int) -> None:
+    """Publish one quote through the kernel's price path (moves the market clock)."""
+    kernel.quotes.publish(Quote(symbol, Decimal(bid), Decimal(ask), time_ms, "replay"))
+
+
+async def create_admin(kernel: Kernel, email: str = ADMIN_EMAIL, role: str = "admin") -> None:
+    async with kernel.db.transaction() as session:
+        role_id = await session.scalar(select(Role.id).where(Role.name == role))
+        assert role_id is not None
+        session.add(
+            StaffUser(
+                id=new_id(),
+                email=email,
+                password_hash=hash_password(ADMIN_PASSWORD),
+                first_name="Ada",
+                last_name="Admin",
+                role_id=role_id,
+                is_active=True,
+                created_at=MarketClock().now(),
+            )
+        )
+
+
+async def staff_headers(client: TestClient[Any, Any], email: str = ADMIN_EMAIL) -> dict[str, str]:
+    response = await client.post("/api/admin/users/login", json={"email": email, "password": ADMIN_PASSWORD})
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+
+
+async def register_trader(client: TestClient[Any, Any], email: str) -> tuple[int, dict[str, str]]:
+    """Register and log in a trader; returns (login, auth headers)."""
+    response = await client.post(
+        "/api/customer/register", json={"email": email, "password": "Trader-Pass-1", "first_name": "T"}
+    )
+    assert response.status == 201, await response.text()
+    login = int((await response.json())["trading_accounts"][0]["login"])
+    response = await client.post("/api/customer/login", json={"email": email, "password": "Trader-Pass-1"})
+    assert response.status == 200, await response.text()
+    return login, {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+
+
+async def deposit(client: TestClient[Any, Any], staff: dict[str, str], login: int, amount: str) -> dict[str, Any]:
+    response = await client.post(
+        "/api/backoffice/transactions/manual",
+        json={"login": login, "type": "DEPOSIT", "amount": amount, "currency": "USD", "status": "APPROVED"},
+        headers=staff,
+    )
+    assert response.status == 201, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def market_order(
+    client: TestClient[Any, Any], kernel: Kernel, headers: dict[str, str], login: int, symbol: str, cmd: int, volume: str
+) -> dict[str, Any]:
+    """Place a market order and return its final poll body (executed or rejected)."""
+    response = await client.post(
+        "/api/customer/orders",
+        data=f'{{"login": {login}, "symbol": "{symbol}", "cmd": {cmd}, "volume": {volume}}}',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
+    queued = await response.json()
+    assert queued["status"] == "queued"
+    await kernel.trading.idle()
+    response = await client.get(f"/api/customer/orders/request/{queued['request_id']}", headers=headers)
+    assert response.status == 200, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
