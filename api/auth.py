@@ -38,9 +38,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 def principal(request: web.Request) -> Principal:
     """The authenticated caller; raises 401 with the seed's exact body otherwise."""
-    cached = request.get(PRINCIPAL)
-    if cached is not None:
-        return cached
+    if PRINCIPAL in request:
+        return request[PRINCIPAL]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

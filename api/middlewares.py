@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import dumps
@@ -47,7 +48,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         raise ApiError(exc.status, exc.reason) from exc
     except Exception:
-        log.exception("unhandled error in %s %s [%s]", request.method, request.path, request.get(REQUEST_ID_KEY))
+        log.exception(
+            "unhandled error in %s %s [%s]",
+            request.method,
+            request.path,
+            request.get(REQUEST_ID_KEY),
+        )
         return web.Response(
             status=500,
             text=dumps({"detail": "Internal server error"}),
@@ -55,7 +61,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
-def cors(origins: list[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors(origins: list[str]) -> Middleware:
     """Configured once at the gateway: allow ``origins`` ('*' for any)."""
     allow_any = "*" in origins
 
@@ -63,9 +69,15 @@ def cors(origins: list[str]) -> Callable[[web.Request, Handler], Awaitable[web.S
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = origin is not None and (allow_any or origin in origins)
-        if request.method == "OPTIONS" and allowed and "Access-Control-Request-Method" in request.headers:
+        if (
+            request.method == "OPTIONS"
+            and allowed
+            and "Access-Control-Request-Method" in request.headers
+        ):
             response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = (
+                "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            )
             response.headers["Access-Control-Allow-Headers"] = (
                 "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
             )
@@ -74,7 +86,9 @@ def cors(origins: list[str]) -> Callable[[web.Request, Handler], Awaitable[web.S
             response = await handler(request)
         if allowed and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
-            response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After, Deprecation"
+            response.headers["Access-Control-Expose-Headers"] = (
+                "X-Request-ID, Retry-After, Deprecation"
+            )
             if not allow_any:
                 response.headers["Vary"] = "Origin"
         return response

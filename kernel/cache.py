@@ -9,7 +9,7 @@ on monotonic time, not on the market clock.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -96,8 +96,8 @@ class RedisCache:
         return cls(Redis.from_url(url, decode_responses=True))
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self.redis.get(key)
-        return value
+        value: Any = await self.redis.get(key)
+        return None if value is None else str(value)
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         await self.redis.set(key, value, px=None if ttl_s is None else int(ttl_s * 1000))
@@ -107,8 +107,8 @@ class RedisCache:
         return bool(await self.redis.set(key, value, px=px, nx=True))
 
     async def getdel(self, key: str) -> str | None:
-        value: str | None = await self.redis.getdel(key)
-        return value
+        value: Any = await self.redis.getdel(key)
+        return None if value is None else str(value)
 
     async def delete(self, key: str) -> None:
         await self.redis.delete(key)

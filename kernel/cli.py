@@ -29,7 +29,9 @@ from brokerkernel.kernel.runtime import Settings
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("plugins.toml"), help="plugins.toml to use")
+    parser.add_argument(
+        "--config", type=Path, default=Path("plugins.toml"), help="plugins.toml to use"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--accounts", type=int, default=50)
     simulate.add_argument("--day", default="2014-05-07")
     simulate.add_argument("--symbols", default="EURUSD,XAUUSD")
-    simulate.add_argument("--step-seconds", type=int, default=60, help="market seconds between trader decisions")
+    simulate.add_argument(
+        "--step-seconds", type=int, default=60, help="market seconds between trader decisions"
+    )
     simulate.add_argument("--data-dir", default="../shared/data/market")
-    simulate.add_argument("--database-url", default=None, help="default: a fresh SQLite file under ./var/")
+    simulate.add_argument(
+        "--database-url", default=None, help="default: a fresh SQLite file under ./var/"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(_dispatch(args) or 0)
     except ConfigError as exc:
@@ -107,11 +115,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _plugins(args.config)
     if args.command == "config":
         manager = PluginManager.load(args.config)
-        print(f"{args.config}: ok ({len(manager.enabled)} plugins enabled: {', '.join(manager.enabled)})")
+        enabled = ", ".join(manager.enabled)
+        print(f"{args.config}: ok ({len(manager.enabled)} plugins enabled: {enabled})")
         return 0
     from brokerkernel.kernel.simulation import run_simulation
 
-    return run_simulation(args)
+    return int(run_simulation(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -139,7 +148,9 @@ async def _create_admin(args: argparse.Namespace) -> int:
         async with db.transaction() as session:
             role = await session.scalar(select(Role).where(Role.name == "admin"))
             if role is None:
-                print("role 'admin' not found: run 'brokerkernel db upgrade' first", file=sys.stderr)
+                print(
+                    "role 'admin' not found: run 'brokerkernel db upgrade' first", file=sys.stderr
+                )
                 return 1
             email = args.email.strip().lower()
             if await session.scalar(select(StaffUser.id).where(StaffUser.email == email)):

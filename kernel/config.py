@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,9 +111,18 @@ def read_toml(path: Path) -> tuple[dict[str, Any], list[str]]:
         return {}, [f"{path}: file not found"]
     except tomllib.TOMLDecodeError as exc:
         return {}, [f"{path}: invalid TOML: {exc}"]
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start]
+        return {}, [
+            f"{path}: invalid TOML: not UTF-8 text (byte 0x{bad:02x} at offset {exc.start})"
+        ]
+    except OSError as exc:
+        return {}, [f"{path}: cannot read: {exc.strerror or type(exc).__name__}"]
 
 
-def plugin_sections(document: Mapping[str, Any], path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def plugin_sections(
+    document: Mapping[str, Any], path: Path
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The ``[plugins.*]`` tables of a parsed document (including disabled ones)."""
     errors = [
         f"{path}: unknown top-level key '{key}' (expected [kernel] and [plugins.<name>])"
@@ -152,38 +161,95 @@ def validate_section(
     section: Mapping[str, Any],
     where: str,
     env: Mapping[str, str],
+    kernel_keys: Collection[str] = ("enabled",),
 ) -> tuple[dict[str, Any], list[str]]:
     """Resolve ``${ENV}`` references, apply defaults and validate one section.
 
-    ``where`` prefixes every error (``"plugins.toml: [plugins.replay]"``). Returns the
-    resolved section (defaults applied) and the list of errors.
+    ``where`` prefixes every error (``"plugins.toml: [plugins.replay]"``). Keys in
+    ``kernel_keys`` (the kernel-owned ``enabled`` of a plugin section) are left out;
+    pass ``()`` for the ``[kernel]`` section itself. Returns the resolved section
+    (defaults applied) and the list of errors, one per unexpected key; an error about
+    a ``writeOnly`` value never shows the value.
     """
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        return {}, [f"{where}: the plugin's CONFIG_SCHEMA is not a valid JSON Schema: {exc.message}"]
+        return {}, [
+            f"{where}: the plugin's CONFIG_SCHEMA is not a valid JSON Schema: {exc.message}"
+        ]
     errors: list[str] = []
-    values = {k: v for k, v in section.items() if k != "enabled"}
+    values = {k: v for k, v in section.items() if k not in kernel_keys}
     resolved = _resolve_env(values, env, where, [], errors)
     instance = copy.deepcopy(resolved)
-    for error in sorted(_DefaultingValidator(schema).iter_errors(instance), key=_error_order):
-        errors.append(f"{where} {_error_key(error)}: {error.message}")
+    found: list[tuple[str, str]] = []
+    for error in _DefaultingValidator(schema).iter_errors(instance):
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            # jsonschema folds every unexpected key into one message: one line per key.
+            prefix = [str(p) for p in error.absolute_path]
+            for extra in _additional_keys(error.instance, error.schema):
+                message = f"Additional properties are not allowed ({extra!r} was unexpected)"
+                found.append((".".join([*prefix, extra]), message))
+        elif _is_secret(schema, error.absolute_path):
+            message = f"invalid secret value (not shown): fails {error.validator!r}"
+            found.append((_error_key(error), message))
+        else:
+            found.append((_error_key(error), error.message))
+    errors += [f"{where} {key}: {message}" for key, message in sorted(found)]
     return instance, errors
 
 
 def redact(schema: Mapping[str, Any], value: Any) -> Any:
-    """A copy of ``value`` with every ``writeOnly`` property replaced by ``'***'``."""
+    """A copy of ``value`` with every ``writeOnly`` property replaced by ``'***'``.
+
+    Follows ``properties`` into nested tables and ``items`` into arrays. An empty or
+    missing secret (``""``/``None``) is shown as it is, so "not set" stays visible.
+    """
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [_redact_item(items if isinstance(items, Mapping) else {}, v) for v in value]
     if not isinstance(value, Mapping):
         return value
     properties = schema.get("properties", {})
     out: dict[str, Any] = {}
     for key, item in value.items():
-        sub = properties.get(key, {})
-        if sub.get("writeOnly") and item not in (None, ""):
-            out[key] = REDACTED
-        else:
-            out[key] = redact(sub, item)
+        sub = properties.get(key, {}) if isinstance(properties, Mapping) else {}
+        out[key] = _redact_item(sub if isinstance(sub, Mapping) else {}, item)
     return out
+
+
+def _redact_item(schema: Mapping[str, Any], item: Any) -> Any:
+    if schema.get("writeOnly") and item not in (None, ""):
+        return REDACTED
+    return redact(schema, item)
+
+
+def _is_secret(schema: Any, path: Iterable[Any]) -> bool:
+    """Whether the value at ``path`` is, or lies inside, a ``writeOnly`` property."""
+    node = schema
+    for step in path:
+        if not isinstance(node, Mapping):
+            return False
+        if node.get("writeOnly"):
+            return True
+        if isinstance(step, int):
+            node = node.get("items", {})
+        else:
+            properties = node.get("properties", {})
+            node = properties.get(step, {}) if isinstance(properties, Mapping) else {}
+    return isinstance(node, Mapping) and bool(node.get("writeOnly"))
+
+
+def _additional_keys(instance: Any, schema: Mapping[str, Any]) -> list[str]:
+    """Keys of ``instance`` matched by neither ``properties`` nor ``patternProperties``."""
+    if not isinstance(instance, Mapping):
+        return []
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    return [
+        str(key)
+        for key in instance
+        if key not in properties and not any(re.search(p, str(key)) for p in patterns)
+    ]
 
 
 def _resolve_env(
@@ -197,7 +263,9 @@ def _resolve_env(
                 return env[name]
             if default is not None:
                 return default
-            errors.append(f"{where} {'.'.join(key) or '(root)'}: environment variable ${{{name}}} is not set")
+            errors.append(
+                f"{where} {'.'.join(key) or '(root)'}: environment variable ${{{name}}} is not set"
+            )
             return ""
 
         return _ENV_REF.sub(substitute, value)
@@ -214,15 +282,7 @@ def _error_key(error: ValidationError) -> str:
         missing = re.match(r"'([^']+)'", error.message)
         if missing:
             path.append(missing.group(1))
-    if error.validator == "additionalProperties":
-        extra = re.findall(r"'([^']+)'", error.message)
-        if extra:
-            path.append(extra[0])
     return ".".join(path) or "(section)"
-
-
-def _error_order(error: ValidationError) -> tuple[str, str]:
-    return _error_key(error), error.message
 
 
 def _extend_with_defaults(validator_class: Any) -> Any:
@@ -237,7 +297,7 @@ def _extend_with_defaults(validator_class: Any) -> Any:
                     instance.setdefault(name, copy.deepcopy(sub["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
+    return validators.extend(validator_class, {"properties": set_defaults})  # type: ignore[no-untyped-call]
 
 
 _DefaultingValidator = _extend_with_defaults(Draft202012Validator)

@@ -79,7 +79,9 @@ def customer_json(customer: Customer, accounts: list[TradingAccount]) -> dict[st
     }
 
 
-async def register(db: Database, ids: IdAllocator, clock: MarketClock, reg: Registration) -> dict[str, Any]:
+async def register(
+    db: Database, ids: IdAllocator, clock: MarketClock, reg: Registration
+) -> dict[str, Any]:
     """Create the customer and its account; returns the seed's registration response.
 
     Duplicate email answers ``200 {"duplicate": true, ...}`` (anti-enumeration, seed);
@@ -90,8 +92,14 @@ async def register(db: Database, ids: IdAllocator, clock: MarketClock, reg: Regi
     async with db.transaction() as session:
         existing = await session.scalar(select(Customer).where(Customer.email == email))
         if existing is not None:
-            return {"duplicate": True, "customer_id": existing.id, "message": "Email already registered."}
-        if reg.phone and await session.scalar(select(Customer.id).where(Customer.phone == reg.phone)):
+            return {
+                "duplicate": True,
+                "customer_id": existing.id,
+                "message": "Email already registered.",
+            }
+        if reg.phone and await session.scalar(
+            select(Customer.id).where(Customer.phone == reg.phone)
+        ):
             raise RegistrationError(409, {"detail": "Phone number already registered"})
         if reg.affiliate_lead_id and await session.scalar(
             select(Customer.id).where(Customer.affiliate_lead_id == reg.affiliate_lead_id)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from brokerkernel.kernel.clock import MarketClock
     from brokerkernel.kernel.pricing import Quote
 
+
 @dataclass(frozen=True, slots=True)
 class PluginContext:
     """What a descriptor factory receives.
@@ -36,7 +37,9 @@ class PluginContext:
     clock: MarketClock
     kernel: Any = None
 
+
 # --- pricing -----------------------------------------------------------------------
+
 
 class Feed(Protocol):
     """A running price feed built by a :class:`PriceFeed` factory."""
@@ -47,6 +50,7 @@ class Feed(Protocol):
     async def run(self, publish: Callable[[Quote], bool]) -> None:
         """Hand every tick to ``publish`` until the feed ends or is cancelled."""
 
+
 @dataclass(frozen=True, slots=True)
 class PriceFeed:
     """A source of quotes. ``drives_clock`` feeds (replay, manual) set market time."""
@@ -55,9 +59,11 @@ class PriceFeed:
     factory: Callable[[PluginContext], Feed]
     drives_clock: bool = False
 
+
 class Adjuster(Protocol):
     def adjust(self, quote: Quote, terms: SymbolTerms) -> Quote:
         """Return the quote the account's group sees (e.g. widened by a markup)."""
+
 
 @dataclass(frozen=True, slots=True)
 class QuoteAdjuster:
@@ -69,6 +75,7 @@ class QuoteAdjuster:
     name: str
     factory: Callable[[PluginContext], Adjuster]
     order: int = 100
+
 
 @dataclass(frozen=True, slots=True)
 class SymbolTerms:
@@ -94,7 +101,9 @@ class SymbolTerms:
     profit_currency: str
     tradeability: str = "tradable"
 
+
 # --- execution ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class FillRequest:
@@ -111,6 +120,7 @@ class FillRequest:
     terms: SymbolTerms
     now_ms: int
 
+
 @dataclass(frozen=True, slots=True)
 class Fill:
     """An executed deal: ``price`` in quote currency at ``time_ms`` (UTC ms)."""
@@ -119,15 +129,18 @@ class Fill:
     time_ms: int
     venue: str
 
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A refused order. ``reason`` is the text the order poll returns (seed section 11)."""
 
     reason: str
 
+
 class Venue(Protocol):
     async def execute(self, request: FillRequest) -> Fill | Rejection:
         """Fill the deal or reject it; never raises for a business refusal."""
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutionVenue:
@@ -136,7 +149,9 @@ class ExecutionVenue:
     name: str
     factory: Callable[[PluginContext], Venue]
 
+
 # --- risk --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class PreTradeCheck:
@@ -161,9 +176,11 @@ class PreTradeCheck:
     required_margin: Decimal
     open_positions: int
 
+
 class PreTradeRule(Protocol):
     def check(self, order: PreTradeCheck) -> Rejection | None:
         """Return a Rejection to refuse the order, None to let it through."""
+
 
 @dataclass(frozen=True, slots=True)
 class RiskRule:
@@ -172,7 +189,9 @@ class RiskRule:
     name: str
     factory: Callable[[PluginContext], PreTradeRule]
 
+
 # --- money, KYC, messaging, prop firms (factories return provider clients) ----------
+
 
 @dataclass(frozen=True, slots=True)
 class PaymentGateway:
@@ -185,12 +204,14 @@ class PaymentGateway:
     factory: Callable[[PluginContext], Any]
     kind: str = "redirect"
 
+
 @dataclass(frozen=True, slots=True)
 class KycProvider:
     """An identity-verification provider (applicants, checks, status webhooks)."""
 
     name: str
     factory: Callable[[PluginContext], Any]
+
 
 @dataclass(frozen=True, slots=True)
 class MessagingChannel:
@@ -200,6 +221,7 @@ class MessagingChannel:
     channel: str
     factory: Callable[[PluginContext], Any]
 
+
 @dataclass(frozen=True, slots=True)
 class PropRuleSet:
     """A prop-firm rule (daily loss, max loss, target, ...) usable in challenge plans."""
@@ -208,7 +230,9 @@ class PropRuleSet:
     factory: Callable[[PluginContext], Any]
     config_schema: Mapping[str, Any] = field(default_factory=dict)
 
+
 # --- HTTP --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class HttpRoutes:
@@ -219,5 +243,6 @@ class HttpRoutes:
 
     name: str
     setup: Callable[[web.Application, Any], None]
+
 
 EventHandler = Callable[[Any], Awaitable[None] | None]

@@ -9,6 +9,7 @@ and marks them published. Delivery is at least once; ``DomainEvent.id`` is stabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -158,11 +159,11 @@ class RedisStreamBus:
     async def _consume(self) -> None:
         while True:
             try:
-                claimed = await self._redis.xautoclaim(
+                claimed: Any = await self._redis.xautoclaim(
                     STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, count=100
                 )
                 await self._handle(claimed[1])
-                batches = await self._redis.xreadgroup(
+                batches: Any = await self._redis.xreadgroup(
                     CONSUMER_GROUP, self._consumer, {STREAM: ">"}, count=200, block=1000
                 )
                 for _stream, entries in batches or []:
@@ -225,10 +226,8 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.drain()

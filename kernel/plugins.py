@@ -77,7 +77,7 @@ class Registry(Generic[T]):
 
 
 # hook name -> (registry attribute, descriptor class, human name)
-REGISTRY_HOOKS: dict[str, tuple[str, type, str]] = {
+REGISTRY_HOOKS: dict[str, tuple[str, type[Any], str]] = {
     "broker_register_price_feeds": ("price_feeds", d.PriceFeed, "price feed"),
     "broker_register_quote_adjusters": ("quote_adjusters", d.QuoteAdjuster, "quote adjuster"),
     "broker_register_execution_venues": ("execution_venues", d.ExecutionVenue, "execution venue"),
@@ -212,7 +212,7 @@ class PluginManager:
             errors.append(f"{config_path}: [kernel] must be a table")
         else:
             kernel_config, kernel_errors = validate_section(
-                KERNEL_SCHEMA, kernel_section, f"{config_path}: [kernel]", env
+                KERNEL_SCHEMA, kernel_section, f"{config_path}: [kernel]", env, kernel_keys=()
             )
             errors += kernel_errors
 
@@ -221,7 +221,7 @@ class PluginManager:
         plugin_configs: dict[str, dict[str, Any]] = {}
         schemas: dict[str, dict[str, Any]] = {}
         disabled = set()
-        for name, ep in available.items():
+        for name in available:
             if name not in sections or not is_enabled(sections[name]):
                 pm.set_blocked(name)
                 disabled.add(name)
@@ -244,22 +244,29 @@ class PluginManager:
                     f"failed to import: {type(exc).__name__}: {exc}"
                 )
                 continue
-            schema = closed_schema(getattr(plugin, "CONFIG_SCHEMA", None))
-            schemas[name] = schema
-            plugin_configs[name], section_errors = validate_section(schema, section, where, env)
-            errors += section_errors
+            plugin_schema = getattr(plugin, "CONFIG_SCHEMA", None)
+            if plugin_schema is not None and not isinstance(plugin_schema, Mapping):
+                errors.append(
+                    f"{where}: the plugin's CONFIG_SCHEMA must be a JSON Schema object, "
+                    f"got {type(plugin_schema).__name__}"
+                )
+            else:
+                schema = closed_schema(plugin_schema)
+                schemas[name] = schema
+                plugin_configs[name], section_errors = validate_section(schema, section, where, env)
+                errors += section_errors
             try:
                 pm.register(plugin, name=name)
             except Exception as exc:
-                errors.append(f"{where}: plugin '{name}' cannot be registered: {exc}")
-        if not errors:
-            try:
-                pm.check_pending()
-            except pluggy.PluginValidationError as exc:
-                errors.append(f"{config_path}: plugin '{exc.plugin}': {exc}")
+                reason = "; ".join(str(exc).splitlines())
+                errors.append(f"{where}: plugin '{name}' cannot be registered: {reason}")
+        # Hooks and registries are checked even when the config has errors, so one run
+        # reports every problem.
+        errors += _unknown_hooks(pm, config_path)
+        if not any(True for _ in _pending(pm)):
+            pm.check_pending()  # nothing pending: pluggy agrees every hook has a spec
         registries = Registries()
-        if not errors:
-            errors += _collect(pm, registries)
+        errors += _collect(pm, registries)
         if errors:
             raise ConfigError(errors)
         loaded = LoadedConfig(
@@ -296,6 +303,31 @@ class PluginManager:
                 log.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
 
 
+def _pending(pm: pluggy.PluginManager) -> Iterator[tuple[str, str]]:
+    """(plugin name, hook name) of every non-optional hookimpl without a hookspec.
+
+    The same walk as pluggy's ``check_pending``, which stops at the first one and names
+    the plugin object rather than the plugin's name.
+    """
+    for hook_name in sorted(vars(pm.hook)):
+        if hook_name.startswith("_"):
+            continue
+        caller = getattr(pm.hook, hook_name)
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                yield impl.plugin_name, hook_name
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, config_path: Path) -> list[str]:
+    return [
+        f"{config_path}: [plugins.{plugin}]: plugin '{plugin}' implements unknown hook "
+        f"'{hook_name}' (not a {hookspecs.PROJECT} hookspec; misspelled?)"
+        for plugin, hook_name in sorted(_pending(pm))
+    ]
+
+
 def _collect(pm: pluggy.PluginManager, registries: Registries) -> list[str]:
     errors: list[str] = []
     for hook_name, (attribute, descriptor_type, kind) in REGISTRY_HOOKS.items():
@@ -303,6 +335,19 @@ def _collect(pm: pluggy.PluginManager, registries: Registries) -> list[str]:
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:
                 produced = impl.function()
+            except Exception as exc:
+                errors.append(f"plugin '{impl.plugin_name}': {hook_name} raised {exc!r}")
+                continue
+            if produced is not None and (
+                not isinstance(produced, Iterable)
+                or isinstance(produced, str | bytes | Mapping | descriptor_type)
+            ):
+                errors.append(
+                    f"plugin '{impl.plugin_name}': {hook_name} returned {produced!r}, "
+                    f"expected a list or iterator of {descriptor_type.__name__}"
+                )
+                continue
+            try:
                 items: Iterable[Any] = [] if produced is None else list(produced)
             except Exception as exc:
                 errors.append(f"plugin '{impl.plugin_name}': {hook_name} raised {exc!r}")

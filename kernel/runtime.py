@@ -83,12 +83,18 @@ class Kernel:
                     f"registered (enabled: {self.plugins.registries.execution_venues.names()})"
                 ]
             )
-        self.clock = MarketClock(driven=clock_source != "wall", start_ms=0 if clock_source != "wall" else None)
-        self.quotes = QuoteBook(self.clock, clock_provider=None if clock_source == "wall" else clock_source)
+        self.clock = MarketClock(
+            driven=clock_source != "wall", start_ms=0 if clock_source != "wall" else None
+        )
+        self.quotes = QuoteBook(
+            self.clock, clock_provider=None if clock_source == "wall" else clock_source
+        )
         self.fx = FxConverter(self.quotes, kernel_config["fx_conversion"])
         self.db = Database(settings.database_url)
         self.ids = IdAllocator(self.db.is_sqlite)
-        self.cache: Cache = MemoryCache() if settings.redis_url is None else RedisCache.from_url(settings.redis_url)
+        self.cache: Cache = (
+            MemoryCache() if settings.redis_url is None else RedisCache.from_url(settings.redis_url)
+        )
         if settings.redis_url is not None:
             assert isinstance(self.cache, RedisCache)
             self.bus: EventBus = RedisStreamBus(self.cache.redis)
@@ -96,13 +102,18 @@ class Kernel:
             self.bus = InProcessBus()
         self.relay = OutboxRelay(self.db, self.bus, self.clock)
         self.db.after_commit(self.relay.wake)
-        self.tokens = TokenIssuer(load_or_create_secret(kernel_config["jwt_secret"], settings.var_dir))
+        self.tokens = TokenIssuer(
+            load_or_create_secret(kernel_config["jwt_secret"], settings.var_dir)
+        )
         self.feeds: dict[str, Feed] = {}
         self._feed_tasks: list[asyncio.Task[None]] = []
         venue: Venue = self._build(self.plugins.registries.execution_venues[venue_name])
         adjusters: list[Adjuster] = [
             self._build(item)
-            for item in sorted(self.plugins.registries.quote_adjusters, key=lambda r: (r.descriptor.order, r.descriptor.name))
+            for item in sorted(
+                self.plugins.registries.quote_adjusters,
+                key=lambda r: (r.descriptor.order, r.descriptor.name),
+            )
         ]
         rules: list[tuple[str, PreTradeRule]] = [
             (item.descriptor.name, self._build(item))
@@ -127,7 +138,9 @@ class Kernel:
 
     def context(self, plugin: str) -> PluginContext:
         """The factory context of ``plugin`` (its validated config and the kernel)."""
-        return PluginContext(plugin=plugin, config=self.plugins.plugin_config(plugin), clock=self.clock, kernel=self)
+        return PluginContext(
+            plugin=plugin, config=self.plugins.plugin_config(plugin), clock=self.clock, kernel=self
+        )
 
     def _build(self, registered: Any) -> Any:
         return registered.descriptor.factory(self.context(registered.plugin))
@@ -145,7 +158,9 @@ class Kernel:
         await self.plugins.notify("broker_on_startup", kernel=self)
         if self.settings.start_feeds:
             for name, feed in self.feeds.items():
-                self._feed_tasks.append(asyncio.create_task(self._run_feed(name, feed), name=f"feed-{name}"))
+                self._feed_tasks.append(
+                    asyncio.create_task(self._run_feed(name, feed), name=f"feed-{name}")
+                )
         self.started = True
 
     async def _run_feed(self, name: str, feed: Feed) -> None:

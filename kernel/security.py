@@ -68,20 +68,20 @@ class TokenIssuer:
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    def issue(self, subject: str, claims: dict[str, Any], token_type: str = "access") -> str:
+    def issue(self, subject: str, claims: dict[str, Any], purpose: str = "access") -> str:
         now = int(time.time())
-        ttl = ACCESS_TTL_S if token_type == "access" else REFRESH_TTL_S
+        ttl = ACCESS_TTL_S if purpose == "access" else REFRESH_TTL_S
         payload = {
             **claims,
             "sub": subject,
             "iat": now,
             "exp": now + ttl,
             "jti": str(uuid.uuid4()),
-            "token_use": token_type,
+            "token_use": purpose,
         }
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
-    def verify(self, token: str, token_type: str = "access") -> dict[str, Any]:
+    def verify(self, token: str, purpose: str = "access") -> dict[str, Any]:
         """The token's claims; raises TokenError("Token expired" | "Invalid token")."""
         try:
             claims: dict[str, Any] = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
@@ -89,6 +89,6 @@ class TokenIssuer:
             raise TokenError("Token expired") from exc
         except jwt.PyJWTError as exc:
             raise TokenError("Invalid token") from exc
-        if claims.get("token_use") != token_type:
+        if claims.get("token_use") != purpose:
             raise TokenError("Invalid token")
         return claims

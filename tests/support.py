@@ -89,7 +89,9 @@ async def create_admin(kernel: Kernel, email: str = ADMIN_EMAIL, role: str = "ad
 
 
 async def staff_headers(client: TestClient[Any, Any], email: str = ADMIN_EMAIL) -> dict[str, str]:
-    response = await client.post("/api/admin/users/login", json={"email": email, "password": ADMIN_PASSWORD})
+    response = await client.post(
+        "/api/admin/users/login", json={"email": email, "password": ADMIN_PASSWORD}
+    )
     assert response.status == 200, await response.text()
     return {"Authorization": f"Bearer {(await response.json())['access_token']}"}
 
@@ -97,19 +99,30 @@ async def staff_headers(client: TestClient[Any, Any], email: str = ADMIN_EMAIL) 
 async def register_trader(client: TestClient[Any, Any], email: str) -> tuple[int, dict[str, str]]:
     """Register and log in a trader; returns (login, auth headers)."""
     response = await client.post(
-        "/api/customer/register", json={"email": email, "password": "Trader-Pass-1", "first_name": "T"}
+        "/api/customer/register",
+        json={"email": email, "password": "Trader-Pass-1", "first_name": "T"},
     )
     assert response.status == 201, await response.text()
     login = int((await response.json())["trading_accounts"][0]["login"])
-    response = await client.post("/api/customer/login", json={"email": email, "password": "Trader-Pass-1"})
+    response = await client.post(
+        "/api/customer/login", json={"email": email, "password": "Trader-Pass-1"}
+    )
     assert response.status == 200, await response.text()
     return login, {"Authorization": f"Bearer {(await response.json())['access_token']}"}
 
 
-async def deposit(client: TestClient[Any, Any], staff: dict[str, str], login: int, amount: str) -> dict[str, Any]:
+async def deposit(
+    client: TestClient[Any, Any], staff: dict[str, str], login: int, amount: str
+) -> dict[str, Any]:
     response = await client.post(
         "/api/backoffice/transactions/manual",
-        json={"login": login, "type": "DEPOSIT", "amount": amount, "currency": "USD", "status": "APPROVED"},
+        json={
+            "login": login,
+            "type": "DEPOSIT",
+            "amount": amount,
+            "currency": "USD",
+            "status": "APPROVED",
+        },
         headers=staff,
     )
     assert response.status == 201, await response.text()
@@ -118,7 +131,13 @@ async def deposit(client: TestClient[Any, Any], staff: dict[str, str], login: in
 
 
 async def market_order(
-    client: TestClient[Any, Any], kernel: Kernel, headers: dict[str, str], login: int, symbol: str, cmd: int, volume: str
+    client: TestClient[Any, Any],
+    kernel: Kernel,
+    headers: dict[str, str],
+    login: int,
+    symbol: str,
+    cmd: int,
+    volume: str,
 ) -> dict[str, Any]:
     """Place a market order and return its final poll body (executed or rejected)."""
     response = await client.post(
@@ -130,7 +149,9 @@ async def market_order(
     queued = await response.json()
     assert queued["status"] == "queued"
     await kernel.trading.idle()
-    response = await client.get(f"/api/customer/orders/request/{queued['request_id']}", headers=headers)
+    response = await client.get(
+        f"/api/customer/orders/request/{queued['request_id']}", headers=headers
+    )
     assert response.status == 200, await response.text()
     result: dict[str, Any] = await response.json()
     return result

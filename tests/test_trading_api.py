@@ -10,10 +10,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
-
-from brokerkernel.api.app import create_app
-from brokerkernel.kernel.runtime import Kernel
-from brokerkernel.kernel.storage.models import Group, GroupInstrument, LedgerEvent, OutboxEvent
 from support import (
     DAY_START_MS,
     create_admin,
@@ -25,11 +21,17 @@ from support import (
     tick,
 )
 
+from brokerkernel.api.app import create_app
+from brokerkernel.kernel.runtime import Kernel
+from brokerkernel.kernel.storage.models import Group, GroupInstrument, LedgerEvent, OutboxEvent
+
 Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def kernel(tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path) -> Kernel:
+async def kernel(
+    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
+) -> Kernel:
     return make_kernel(tmp_path, database_url, redis_url, market_data_dir)
 
 
@@ -102,11 +104,17 @@ async def test_order_beyond_free_margin_is_rejected_and_writes_nothing(
     # 0.71 lot needs 989.02 (989.0158 rounded): fits
     filled = await market_order(client, kernel, trader, login, "EURUSD", 0, "0.71")
 
-    assert rejected == {"request_id": rejected["request_id"], "status": "rejected", "reason": "Insufficient margin"}
+    assert rejected == {
+        "request_id": rejected["request_id"],
+        "status": "rejected",
+        "reason": "Insufficient margin",
+    }
     assert filled["status"] == "executed"
     response = await client.get(f"/api/backoffice/accounts/{login}/ledger", headers=staff)
     ledger = await response.json()
-    assert [(e["event_type"], e["sequence_num"], e["margin_delta"], e["margin_after"]) for e in ledger] == [
+    assert [
+        (e["event_type"], e["sequence_num"], e["margin_delta"], e["margin_after"]) for e in ledger
+    ] == [
         ("order_open", 2, 989.02, 989.02),
         ("deposit", 1, 0, 0),
     ]
@@ -166,13 +174,20 @@ async def test_partial_then_full_close_splits_margin_and_books_profit(
     ticket = order["order"]
     tick(kernel, "EURUSD", "1.39400", "1.39412", DAY_START_MS + 60_000)
 
-    response = await client.delete(f"/api/crm/orders/{ticket}?login={login}&volume=0.3", headers=trader)
+    response = await client.delete(
+        f"/api/crm/orders/{ticket}?login={login}&volume=0.3", headers=trader
+    )
     partial = await response.json()
     response = await client.delete(f"/api/crm/orders/{ticket}?login={login}", headers=trader)
     final = await response.json()
 
     assert partial["parent_order"] == ticket and partial["ticket"] != ticket
-    assert (partial["volume"], partial["close_price"], partial["profit"], partial["margin"]) == (0.3, 1.394, 30.6, 417.89)
+    assert (partial["volume"], partial["close_price"], partial["profit"], partial["margin"]) == (
+        0.3,
+        1.394,
+        30.6,
+        417.89,
+    )
     # 0.3 x 100,000 x (1.39400 - 1.39298) = 30.60; margin 1,392.98 x 0.3 = 417.894 -> 417.89
     assert final["ticket"] == ticket and final["parent_order"] is None
     assert (final["volume"], final["profit"], final["margin"]) == (0.7, 71.4, 975.09)
@@ -185,7 +200,9 @@ async def test_partial_then_full_close_splits_margin_and_books_profit(
     assert [d["ticket"] for d in await response.json()] == [ticket, partial["ticket"]]
     response = await client.get(f"/api/backoffice/accounts/{login}/ledger", headers=staff)
     events = await response.json()
-    assert [(e["event_type"], e["balance_delta"], e["margin_delta"], e["balance_after"]) for e in events] == [
+    assert [
+        (e["event_type"], e["balance_delta"], e["margin_delta"], e["balance_after"]) for e in events
+    ] == [
         ("trade_pnl", 71.4, 0, 5102),
         ("margin_release", 0, -975.09, 5030.6),
         ("trade_pnl", 30.6, 0, 5030.6),
@@ -203,11 +220,15 @@ async def test_ledger_sums_equal_the_account_and_sequence_has_no_gaps(
     for i in range(3):
         order = await market_order(client, kernel, trader, login, "EURUSD", i % 2, "0.2")
         tick(kernel, "EURUSD", f"1.3930{i}", f"1.3931{i}", DAY_START_MS + 10_000 * (i + 1))
-        await client.delete(f"/api/crm/orders/{order['order']}?login={login}&volume=0.05", headers=trader)
+        await client.delete(
+            f"/api/crm/orders/{order['order']}?login={login}&volume=0.05", headers=trader
+        )
         await client.delete(f"/api/crm/orders/{order['order']}?login={login}", headers=trader)
 
     async with kernel.db.read() as session:
-        events = (await session.scalars(select(LedgerEvent).where(LedgerEvent.account_id == login))).all()
+        events = (
+            await session.scalars(select(LedgerEvent).where(LedgerEvent.account_id == login))
+        ).all()
     state = await kernel.trading.account_state(login)
 
     assert state is not None
@@ -248,7 +269,9 @@ async def test_order_body_errors_are_all_reported_with_422(client: Client, kerne
     login, trader = await register_trader(client, "bad@test.io")
 
     response = await client.post(
-        "/api/customer/orders", json={"login": login, "cmd": 9, "volume": -1, "extra": 1}, headers=trader
+        "/api/customer/orders",
+        json={"login": login, "cmd": 9, "volume": -1, "extra": 1},
+        headers=trader,
     )
 
     assert response.status == 422
@@ -266,7 +289,9 @@ async def test_trader_cannot_trade_or_read_another_login(client: Client, kernel:
     _, trader_b = await register_trader(client, "b@test.io")
 
     order = await client.post(
-        "/api/customer/orders", json={"login": login_a, "symbol": "EURUSD", "cmd": 0, "volume": 0.01}, headers=trader_b
+        "/api/customer/orders",
+        json={"login": login_a, "symbol": "EURUSD", "cmd": 0, "volume": 0.01},
+        headers=trader_b,
     )
     state = await client.get(f"/api/crm/accounts/{login_a}/state", headers=trader_b)
 
@@ -285,10 +310,17 @@ async def test_401_bodies_are_exactly_the_gateway_seeds(client: Client, kernel: 
     expired = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
     missing = await client.get("/api/crm/orders?login=10001")
-    invalid = await client.get("/api/crm/orders?login=10001", headers={"Authorization": "Bearer abc.def.ghi"})
-    old = await client.get("/api/crm/orders?login=10001", headers={"Authorization": f"Bearer {expired}"})
+    invalid = await client.get(
+        "/api/crm/orders?login=10001", headers={"Authorization": "Bearer abc.def.ghi"}
+    )
+    old = await client.get(
+        "/api/crm/orders?login=10001", headers={"Authorization": f"Bearer {expired}"}
+    )
 
-    assert (missing.status, await missing.json()) == (401, {"detail": "Missing or invalid Authorization header"})
+    assert (missing.status, await missing.json()) == (
+        401,
+        {"detail": "Missing or invalid Authorization header"},
+    )
     assert (invalid.status, await invalid.json()) == (401, {"detail": "Invalid token"})
     assert (old.status, await old.json()) == (401, {"detail": "Token expired"})
 
@@ -304,14 +336,24 @@ async def test_legacy_path_answers_with_deprecation_headers(client: Client, kern
     assert (await response.json())["login"] == str(login)
 
 
-async def test_duplicate_email_answers_200_duplicate_without_a_second_customer(client: Client) -> None:
-    first = await client.post("/api/customer/register", json={"email": "dup@test.io", "password": "Password-1"})
-    second = await client.post("/api/customer/register", json={"email": "DUP@test.io", "password": "Password-2"})
+async def test_duplicate_email_answers_200_duplicate_without_a_second_customer(
+    client: Client,
+) -> None:
+    first = await client.post(
+        "/api/customer/register", json={"email": "dup@test.io", "password": "Password-1"}
+    )
+    second = await client.post(
+        "/api/customer/register", json={"email": "DUP@test.io", "password": "Password-2"}
+    )
 
     assert first.status == 201
     assert (second.status, await second.json()) == (
         200,
-        {"duplicate": True, "customer_id": (await first.json())["id"], "message": "Email already registered."},
+        {
+            "duplicate": True,
+            "customer_id": (await first.json())["id"],
+            "message": "Email already registered.",
+        },
     )
 
 
@@ -322,11 +364,20 @@ async def test_deposit_with_more_decimals_than_the_currency_is_refused(
 
     response = await client.post(
         "/api/backoffice/transactions/manual",
-        json={"login": login, "type": "DEPOSIT", "amount": "10.001", "currency": "USD", "status": "APPROVED"},
+        json={
+            "login": login,
+            "type": "DEPOSIT",
+            "amount": "10.001",
+            "currency": "USD",
+            "status": "APPROVED",
+        },
         headers=staff,
     )
 
-    assert (response.status, await response.json()) == (422, {"detail": "amount has more decimals than USD allows"})
+    assert (response.status, await response.json()) == (
+        422,
+        {"detail": "amount has more decimals than USD allows"},
+    )
     state = await kernel.trading.account_state(login)
     assert state is not None and state["balance"] == 0
 

@@ -21,13 +21,36 @@ if TYPE_CHECKING:
     from brokerkernel.api.app import Router
 
 LEDGER_TYPES = (
-    "deposit", "withdrawal", "chargeback", "credit_in", "credit_out", "order_open", "margin_release",
-    "trade_pnl", "commission", "swap", "nbp", "correction_in", "correction_out",
+    "deposit",
+    "withdrawal",
+    "chargeback",
+    "credit_in",
+    "credit_out",
+    "order_open",
+    "margin_release",
+    "trade_pnl",
+    "commission",
+    "swap",
+    "nbp",
+    "correction_in",
+    "correction_out",
 )
 LEDGER_FIELDS = (
-    "id", "account_id", "event_type", "reference_type", "reference_id", "balance_delta", "credit_delta",
-    "margin_delta", "balance_after", "credit_after", "margin_after", "sequence_num", "description",
-    "idempotency_key", "created_at",
+    "id",
+    "account_id",
+    "event_type",
+    "reference_type",
+    "reference_id",
+    "balance_delta",
+    "credit_delta",
+    "margin_delta",
+    "balance_after",
+    "credit_after",
+    "margin_after",
+    "sequence_num",
+    "description",
+    "idempotency_key",
+    "created_at",
 )
 DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
 MANUAL_SCHEMA: dict[str, Any] = {
@@ -44,9 +67,27 @@ MANUAL_SCHEMA: dict[str, Any] = {
             ]
         },
         "currency": {"type": "string", "pattern": "^[A-Z]{3,4}$"},
-        "account_amount": {"anyOf": [{"type": "string", "pattern": DECIMAL_TEXT}, {"type": "number"}, {"type": "null"}]},
-        "usd_amount": {"anyOf": [{"type": "string", "pattern": DECIMAL_TEXT}, {"type": "number"}, {"type": "null"}]},
-        "exchange_rate_usd": {"anyOf": [{"type": "string", "pattern": DECIMAL_TEXT}, {"type": "number"}, {"type": "null"}]},
+        "account_amount": {
+            "anyOf": [
+                {"type": "string", "pattern": DECIMAL_TEXT},
+                {"type": "number"},
+                {"type": "null"},
+            ]
+        },
+        "usd_amount": {
+            "anyOf": [
+                {"type": "string", "pattern": DECIMAL_TEXT},
+                {"type": "number"},
+                {"type": "null"},
+            ]
+        },
+        "exchange_rate_usd": {
+            "anyOf": [
+                {"type": "string", "pattern": DECIMAL_TEXT},
+                {"type": "number"},
+                {"type": "null"},
+            ]
+        },
         "gate_name": {"type": ["string", "null"], "maxLength": 64},
         "proof_reference": {"type": ["string", "null"], "maxLength": 128},
         "comment": {"type": ["string", "null"], "maxLength": 2000},
@@ -56,9 +97,25 @@ MANUAL_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 TRANSACTION_FIELDS = (
-    "id", "account_id", "login", "type", "status", "source", "amount", "currency", "account_amount",
-    "usd_amount", "exchange_rate_usd", "gate_name", "proof_reference", "comment", "cashier_id",
-    "created_by", "approved_by", "created_at", "updated_at",
+    "id",
+    "account_id",
+    "login",
+    "type",
+    "status",
+    "source",
+    "amount",
+    "currency",
+    "account_amount",
+    "usd_amount",
+    "exchange_rate_usd",
+    "gate_name",
+    "proof_reference",
+    "comment",
+    "cashier_id",
+    "created_by",
+    "approved_by",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -69,9 +126,13 @@ def _date(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ApiError(422, [{"loc": ["query", name], "msg": "must be an ISO 8601 time", "type": "format"}]) from exc
+        raise ApiError(
+            422, [{"loc": ["query", name], "msg": "must be an ISO 8601 time", "type": "format"}]
+        ) from exc
     if value.tzinfo is None:
-        raise ApiError(422, [{"loc": ["query", name], "msg": "must carry a UTC offset", "type": "format"}])
+        raise ApiError(
+            422, [{"loc": ["query", name], "msg": "must carry a UTC offset", "type": "format"}]
+        )
     return value
 
 
@@ -81,12 +142,23 @@ async def ledger(request: web.Request) -> web.Response:
     try:
         login = int(request.match_info["login"])
     except ValueError as exc:
-        raise ApiError(422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]) from exc
+        raise ApiError(
+            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
+        ) from exc
     limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
     offset = validation.query_int(request, "offset", default=0, minimum=0)
     event_type = request.query.get("event_type")
     if event_type is not None and event_type not in LEDGER_TYPES:
-        raise ApiError(422, [{"loc": ["query", "event_type"], "msg": f"must be one of {', '.join(LEDGER_TYPES)}", "type": "enum"}])
+        raise ApiError(
+            422,
+            [
+                {
+                    "loc": ["query", "event_type"],
+                    "msg": f"must be one of {', '.join(LEDGER_TYPES)}",
+                    "type": "enum",
+                }
+            ],
+        )
     from_date, to_date = _date(request, "from_date"), _date(request, "to_date")
     query = select(LedgerEvent).where(LedgerEvent.account_id == login)
     if event_type:
@@ -98,7 +170,11 @@ async def ledger(request: web.Request) -> web.Response:
     async with request.app[KERNEL].db.read() as session:
         if await session.get(TradingAccount, login) is None:
             raise not_found("Account not found")
-        rows = (await session.scalars(query.order_by(LedgerEvent.sequence_num.desc()).limit(limit).offset(offset))).all()
+        rows = (
+            await session.scalars(
+                query.order_by(LedgerEvent.sequence_num.desc()).limit(limit).offset(offset)
+            )
+        ).all()
     return respond([{name: getattr(row, name) for name in LEDGER_FIELDS} for row in rows])
 
 
@@ -112,15 +188,27 @@ async def manual_transaction(request: web.Request) -> web.Response:
     login = data.get("login")
     if login is None:
         async with kernel.db.read() as session:
-            login = await session.scalar(select(TradingAccount.login).where(TradingAccount.id == data["account_id"]))
+            login = await session.scalar(
+                select(TradingAccount.login).where(TradingAccount.id == data["account_id"])
+            )
         if login is None:
             raise not_found("Account not found")
+
     def dec(value: Any) -> Any:
         return None if value is None else Decimal(str(value))
 
     amount = dec(data["amount"])
     if amount <= 0:
-        raise ApiError(422, [{"loc": ["body", "amount"], "msg": "must be greater than 0", "type": "exclusiveMinimum"}])
+        raise ApiError(
+            422,
+            [
+                {
+                    "loc": ["body", "amount"],
+                    "msg": "must be greater than 0",
+                    "type": "exclusiveMinimum",
+                }
+            ],
+        )
     tx = await kernel.transactions.create_manual(
         ManualTransaction(
             type=data["type"],
@@ -139,5 +227,12 @@ async def manual_transaction(request: web.Request) -> web.Response:
 
 
 def setup(router: Router) -> None:
-    router.add("GET", "/api/backoffice/accounts/{login}/ledger", ledger, legacy="/accounts/{login}/ledger")
-    router.add("POST", "/api/backoffice/transactions/manual", manual_transaction, legacy="/transactions/manual")
+    router.add(
+        "GET", "/api/backoffice/accounts/{login}/ledger", ledger, legacy="/accounts/{login}/ledger"
+    )
+    router.add(
+        "POST",
+        "/api/backoffice/transactions/manual",
+        manual_transaction,
+        legacy="/transactions/manual",
+    )

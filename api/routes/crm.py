@@ -24,11 +24,41 @@ if TYPE_CHECKING:
     from brokerkernel.api.app import Router
     from brokerkernel.kernel.runtime import Kernel
 
-POSITION_FIELDS = ("ticket", "login", "symbol", "cmd", "volume", "open_price", "open_time", "sl", "tp",
-                   "margin", "commission", "swap", "open_fx_rate", "comment")
-HISTORY_FIELDS = ("ticket", "login", "symbol", "cmd", "volume", "open_price", "open_time", "close_price",
-                  "close_time", "profit", "commission", "swap", "margin", "open_fx_rate", "close_fx_rate",
-                  "reason", "parent_order")
+POSITION_FIELDS = (
+    "ticket",
+    "login",
+    "symbol",
+    "cmd",
+    "volume",
+    "open_price",
+    "open_time",
+    "sl",
+    "tp",
+    "margin",
+    "commission",
+    "swap",
+    "open_fx_rate",
+    "comment",
+)
+HISTORY_FIELDS = (
+    "ticket",
+    "login",
+    "symbol",
+    "cmd",
+    "volume",
+    "open_price",
+    "open_time",
+    "close_price",
+    "close_time",
+    "profit",
+    "commission",
+    "swap",
+    "margin",
+    "open_fx_rate",
+    "close_fx_rate",
+    "reason",
+    "parent_order",
+)
 
 
 def _login(request: web.Request) -> int:
@@ -38,7 +68,8 @@ def _login(request: web.Request) -> int:
 
 
 def position_json(kernel: Kernel, position: Position, currency: str) -> dict[str, Any]:
-    """A position with its live ``current_price`` (closing side) and ``profit`` (account currency)."""
+    """A position with its live ``current_price`` (closing side) and ``profit``
+    (account currency)."""
     data: dict[str, Any] = {name: getattr(position, name) for name in POSITION_FIELDS}
     marked = kernel.trading.mark(position, currency)
     data["current_price"] = marked[0] if marked else None
@@ -54,7 +85,11 @@ async def list_positions(request: web.Request) -> web.Response:
     if state is None:
         raise not_found("Account not found")
     async with kernel.db.read() as session:
-        rows = (await session.scalars(select(Position).where(Position.login == login).order_by(Position.ticket))).all()
+        rows = (
+            await session.scalars(
+                select(Position).where(Position.login == login).order_by(Position.ticket)
+            )
+        ).all()
     return respond([position_json(kernel, p, state["currency"]) for p in rows])
 
 
@@ -75,7 +110,9 @@ def _ticket(request: web.Request) -> int:
     try:
         return int(request.match_info["ticket"])
     except ValueError as exc:
-        raise ApiError(422, [{"loc": ["path", "ticket"], "msg": "must be an integer", "type": "type"}]) from exc
+        raise ApiError(
+            422, [{"loc": ["path", "ticket"], "msg": "must be an integer", "type": "type"}]
+        ) from exc
 
 
 async def close_position(request: web.Request) -> web.Response:
@@ -89,9 +126,13 @@ async def close_position(request: web.Request) -> web.Response:
         try:
             volume = Decimal(raw_volume)
         except InvalidOperation as exc:
-            raise ApiError(422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]) from exc
+            raise ApiError(
+                422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]
+            ) from exc
         if not volume.is_finite():
-            raise ApiError(422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}])
+            raise ApiError(
+                422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]
+            )
     deal = await request.app[KERNEL].trading.close(login, ticket, volume)
     return respond({name: getattr(deal, name) for name in HISTORY_FIELDS})
 
@@ -103,7 +144,9 @@ async def list_history(request: web.Request) -> web.Response:
     async with kernel.db.read() as session:
         rows = (
             await session.scalars(
-                select(TradeHistory).where(TradeHistory.login == login).order_by(TradeHistory.close_time, TradeHistory.ticket)
+                select(TradeHistory)
+                .where(TradeHistory.login == login)
+                .order_by(TradeHistory.close_time, TradeHistory.ticket)
             )
         ).all()
     return respond([{name: getattr(deal, name) for name in HISTORY_FIELDS} for deal in rows])
@@ -124,7 +167,9 @@ async def account_state(request: web.Request) -> web.Response:
     try:
         login = int(request.match_info["login"])
     except ValueError as exc:
-        raise ApiError(422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]) from exc
+        raise ApiError(
+            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
+        ) from exc
     require_account_access(request, login, "view_customers")
     state = await request.app[KERNEL].trading.account_state(login)
     if state is None:
@@ -138,4 +183,6 @@ def setup(router: Router) -> None:
     router.add("DELETE", "/api/crm/orders/{ticket}", close_position, legacy="/orders/{ticket}")
     router.add("GET", "/api/crm/history", list_history, legacy="/history")
     router.add("GET", "/api/crm/history/{ticket}", get_history, legacy="/history/{ticket}")
-    router.add("GET", "/api/crm/accounts/{login}/state", account_state, legacy="/accounts/{login}/state")
+    router.add(
+        "GET", "/api/crm/accounts/{login}/state", account_state, legacy="/accounts/{login}/state"
+    )

@@ -111,7 +111,9 @@ async def list_instruments(request: web.Request) -> web.Response:
     if group_by is None:
         return respond(items)
     if group_by != "asset_class":
-        raise ApiError(422, [{"loc": ["query", "group_by"], "msg": "must be 'asset_class'", "type": "enum"}])
+        raise ApiError(
+            422, [{"loc": ["query", "group_by"], "msg": "must be 'asset_class'", "type": "enum"}]
+        )
     grouped: dict[str, list[dict[str, Any]]] = {}
     for item in items:
         grouped.setdefault(item["asset_class"], []).append(item)
@@ -123,7 +125,9 @@ async def place_order(request: web.Request) -> web.Response:
     data = await validation.body(request, ORDER_SCHEMA)
     require_account_access(request, data["login"], "view_orders")
     kernel = request.app[KERNEL]
-    request_id = await kernel.trading.submit(data["login"], data["symbol"], data["cmd"], data["volume"])
+    request_id = await kernel.trading.submit(
+        data["login"], data["symbol"], data["cmd"], data["volume"]
+    )
     return respond({"request_id": request_id, "status": "queued"})
 
 
@@ -143,5 +147,8 @@ def setup(router: Router) -> None:
     router.add("GET", "/api/customer/instruments", list_instruments, legacy="/instruments")
     router.add("POST", "/api/customer/orders", place_order, legacy="/orders")
     router.add(
-        "GET", "/api/customer/orders/request/{request_id}", order_request, legacy="/orders/request/{request_id}"
+        "GET",
+        "/api/customer/orders/request/{request_id}",
+        order_request,
+        legacy="/orders/request/{request_id}",
     )

@@ -25,7 +25,11 @@ async def _database_ok(kernel: Kernel) -> bool:
 
 
 async def gateway_status(kernel: Kernel) -> dict[str, Any]:
-    redis = "disabled" if kernel.settings.redis_url is None else ("ok" if await kernel.cache.ping() else "down")
+    redis = (
+        "disabled"
+        if kernel.settings.redis_url is None
+        else ("ok" if await kernel.cache.ping() else "down")
+    )
     database = "ok" if await _database_ok(kernel) else "down"
     healthy = database == "ok" and redis != "down"
     return {
@@ -54,7 +58,10 @@ async def health_all(request: web.Request) -> web.Response:
     stats = kernel.quotes.stats
     feeds_ok = bool(kernel.feeds)
     services = {
-        "api-gateway": {"status": gateway["status"], "details": {"status": gateway["status"], "service": "api-gateway"}},
+        "api-gateway": {
+            "status": gateway["status"],
+            "details": {"status": gateway["status"], "service": "api-gateway"},
+        },
         "price-feed": {
             "status": "ok" if feeds_ok else "down",
             "details": {
@@ -68,7 +75,13 @@ async def health_all(request: web.Request) -> web.Response:
         "order-service": {"status": "ok", "details": {"status": "ok", "service": "order-service"}},
     }
     degraded = any(s["status"] != "ok" for s in services.values())
-    return respond({"status": "degraded" if degraded else "ok", "services": services, "timestamp": kernel.clock.now()})
+    return respond(
+        {
+            "status": "degraded" if degraded else "ok",
+            "services": services,
+            "timestamp": kernel.clock.now(),
+        }
+    )
 
 
 def setup(router: Router) -> None:

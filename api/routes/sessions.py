@@ -45,7 +45,7 @@ def _tokens(request: web.Request, subject: str, claims: dict[str, Any]) -> dict[
     issuer = request.app[KERNEL].tokens
     return {
         "access_token": issuer.issue(subject, claims),
-        "refresh_token": issuer.issue(subject, claims, token_type="refresh"),
+        "refresh_token": issuer.issue(subject, claims, purpose="refresh"),
         "expires_in": ACCESS_TTL_S,
         "token_type": "bearer",
     }
@@ -55,15 +55,24 @@ async def staff_login(request: web.Request) -> web.Response:
     data = await validation.body(request, LOGIN_SCHEMA)
     kernel = request.app[KERNEL]
     async with kernel.db.transaction() as session:
-        user = await session.scalar(select(StaffUser).where(StaffUser.email == data["email"].strip().lower()))
-        if not verify_password(user.password_hash if user else None, data["password"]) or user is None:
+        user = await session.scalar(
+            select(StaffUser).where(StaffUser.email == data["email"].strip().lower())
+        )
+        if (
+            not verify_password(user.password_hash if user else None, data["password"])
+            or user is None
+        ):
             raise unauthorized(WRONG_CREDENTIALS)
         if not user.is_active:
             raise ApiError(403, "Account disabled")
         role = await session.get(Role, user.role_id)
         user.last_login_at = kernel.clock.now()
     permissions = sorted(role.permissions) if role is not None and role.is_active else []
-    body = _tokens(request, user.id, {"type": "user", "role": role.name if role else None, "permissions": permissions})
+    body = _tokens(
+        request,
+        user.id,
+        {"type": "user", "role": role.name if role else None, "permissions": permissions},
+    )
     body["user"] = {
         "id": user.id,
         "email": user.email,
@@ -83,8 +92,13 @@ async def customer_login(request: web.Request) -> web.Response:
     data = await validation.body(request, LOGIN_SCHEMA)
     kernel = request.app[KERNEL]
     async with kernel.db.read() as session:
-        customer = await session.scalar(select(Customer).where(Customer.email == data["email"].strip().lower()))
-        if not verify_password(customer.password_hash if customer else None, data["password"]) or customer is None:
+        customer = await session.scalar(
+            select(Customer).where(Customer.email == data["email"].strip().lower())
+        )
+        if (
+            not verify_password(customer.password_hash if customer else None, data["password"])
+            or customer is None
+        ):
             raise unauthorized(WRONG_CREDENTIALS)
         if not customer.is_active:
             raise ApiError(403, "Account disabled")
@@ -115,12 +129,16 @@ async def refresh(request: web.Request) -> web.Response:
     data = await validation.body(request, REFRESH_SCHEMA)
     issuer = request.app[KERNEL].tokens
     try:
-        claims = issuer.verify(data["refresh_token"], token_type="refresh")
+        claims = issuer.verify(data["refresh_token"], purpose="refresh")
     except TokenError as exc:
         raise unauthorized("Invalid, expired, or revoked refresh token") from exc
     kept = {k: v for k, v in claims.items() if k not in ("sub", "iat", "exp", "jti", "token_use")}
     return respond(
-        {"access_token": issuer.issue(claims["sub"], kept), "expires_in": ACCESS_TTL_S, "token_type": "bearer"}
+        {
+            "access_token": issuer.issue(claims["sub"], kept),
+            "expires_in": ACCESS_TTL_S,
+            "token_type": "bearer",
+        }
     )
 
 

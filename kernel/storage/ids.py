@@ -24,7 +24,11 @@ class IdAllocator:
 
     async def next_login(self, session: AsyncSession) -> int:
         if not self._is_sqlite:
-            return int((await session.execute(text("SELECT nextval('trading_account_login_seq')"))).scalar_one())
+            return int(
+                (
+                    await session.execute(text("SELECT nextval('trading_account_login_seq')"))
+                ).scalar_one()
+            )
         if self._login is None:
             current = await session.scalar(select(func.max(TradingAccount.login)))
             self._login = max(FIRST_LOGIN - 1, current or 0)
@@ -33,7 +37,9 @@ class IdAllocator:
 
     async def next_ticket(self, session: AsyncSession) -> int:
         if not self._is_sqlite:
-            return int((await session.execute(text("SELECT nextval('position_ticket_seq')"))).scalar_one())
+            return int(
+                (await session.execute(text("SELECT nextval('position_ticket_seq')"))).scalar_one()
+            )
         if self._ticket is None:
             open_max = await session.scalar(select(func.max(Position.ticket)))
             closed_max = await session.scalar(select(func.max(TradeHistory.ticket)))

@@ -9,8 +9,18 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 # ISO 4217 exponents that differ from 2, plus crypto units.
-_MINOR_UNITS = {"JPY": 0, "KRW": 0, "HUF": 2, "CLP": 0, "VND": 0, "KWD": 3, "BHD": 3,
-                "BTC": 8, "ETH": 8, "USDT": 6}
+_MINOR_UNITS = {
+    "JPY": 0,
+    "KRW": 0,
+    "HUF": 2,
+    "CLP": 0,
+    "VND": 0,
+    "KWD": 3,
+    "BHD": 3,
+    "BTC": 8,
+    "ETH": 8,
+    "USDT": 6,
+}
 
 
 def minor_units(currency: str) -> int:

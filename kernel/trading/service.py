@@ -44,7 +44,7 @@ from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.ids import IdAllocator
 from brokerkernel.kernel.storage.models import Group, Position, TradeHistory, TradingAccount
 from brokerkernel.kernel.trading import ledger
-from brokerkernel.kernel.trading.margin import profit, required_margin
+from brokerkernel.kernel.trading.margin import ToAccount, profit, required_margin
 from brokerkernel.kernel.trading.money import round_money
 from brokerkernel.kernel.trading.terms import load_terms, terms_from_json, terms_to_json
 
@@ -189,7 +189,9 @@ class TradingService:
             side = 1 if request.cmd == 0 else -1
             now_ms = self.clock.now_ms()
             outcome = await self.venue.execute(
-                FillRequest(request.login, side, request.volume, self.quote_for(terms), terms, now_ms)
+                FillRequest(
+                    request.login, side, request.volume, self.quote_for(terms), terms, now_ms
+                )
             )
             if isinstance(outcome, Rejection):
                 return outcome
@@ -209,7 +211,9 @@ class TradingService:
                 return Rejection(f"No conversion rate: {exc}")
             positions = await self._positions(session, account.login)
             equity = account.balance + account.credit + self._floating(positions, account.currency)
-            group_name = await session.scalar(select(Group.name).where(Group.id == account.group_id))
+            group_name = await session.scalar(
+                select(Group.name).where(Group.id == account.group_id)
+            )
             check = PreTradeCheck(
                 login=account.login,
                 group=group_name or "",
@@ -230,7 +234,9 @@ class TradingService:
                 rejection = rule.check(check)
                 if rejection is not None:
                     return rejection
-            ticket = await self._open(session, account, terms, request, side, outcome, margin, open_fx_rate)
+            ticket = await self._open(
+                session, account, terms, request, side, outcome, margin, open_fx_rate
+            )
         return ticket
 
     async def _open(
@@ -440,12 +446,19 @@ class TradingService:
                 oldest_ms = min(oldest_ms, quote.time_ms)
             terms = terms_from_json(position.terms)
             try:
-                usd = position.volume * terms.contract_size * price * self.fx.rate(terms.quote_currency, "USD")
+                usd = (
+                    position.volume
+                    * terms.contract_size
+                    * price
+                    * self.fx.rate(terms.quote_currency, "USD")
+                )
             except ConversionUnavailable:
                 continue
             gross += usd
             sign = 1 if position.cmd == 0 else -1
-            net_by_symbol[position.symbol] = net_by_symbol.get(position.symbol, Decimal(0)) + sign * usd
+            net_by_symbol[position.symbol] = (
+                net_by_symbol.get(position.symbol, Decimal(0)) + sign * usd
+            )
         age_s = max(0.0, (self.clock.now_ms() - oldest_ms) / 1000)
         return {
             "login": str(login),
@@ -455,15 +468,21 @@ class TradingService:
             "pnl": round_money(floating, currency),
             "free_margin": round_money(free_margin, currency),
             "margin_level": (
-                (equity / account.margin * 100).quantize(Decimal("0.01")) if account.margin else None
+                (equity / account.margin * 100).quantize(Decimal("0.01"))
+                if account.margin
+                else None
             ),
             "margin_used": account.margin,
             "max_withdrawable": round_money(
-                max(Decimal(0), min(account.balance, free_margin)) if positions else account.balance,
+                max(Decimal(0), min(account.balance, free_margin))
+                if positions
+                else account.balance,
                 currency,
             ),
             "gross_exposure": round_money(gross, "USD"),
-            "net_exposure": round_money(sum((abs(v) for v in net_by_symbol.values()), Decimal(0)), "USD"),
+            "net_exposure": round_money(
+                sum((abs(v) for v in net_by_symbol.values()), Decimal(0)), "USD"
+            ),
             "currency": currency,
             "stale": age_s > STATE_STALE_AFTER_S,
             "age_s": round(age_s, 3),
@@ -482,7 +501,11 @@ class TradingService:
 
     async def _positions(self, session: AsyncSession, login: int) -> list[Position]:
         return list(
-            (await session.scalars(select(Position).where(Position.login == login).order_by(Position.ticket))).all()
+            (
+                await session.scalars(
+                    select(Position).where(Position.login == login).order_by(Position.ticket)
+                )
+            ).all()
         )
 
     def mark(self, position: Position, currency: str) -> tuple[Decimal, Decimal] | None:
@@ -499,7 +522,9 @@ class TradingService:
             rate = self._profit_rate(terms, close_price, currency)
         except ConversionUnavailable:
             return None
-        return close_price, profit(terms, side, position.volume, position.open_price, close_price) * rate
+        return close_price, profit(
+            terms, side, position.volume, position.open_price, close_price
+        ) * rate
 
     def _floating(self, positions: Sequence[Position], currency: str) -> Decimal:
         """Unrealised profit of ``positions`` in account currency (unrounded)."""
@@ -514,7 +539,7 @@ class TradingService:
         """Units of account currency per unit of the symbol's profit currency."""
         return self._converter(terms, price, currency)(Decimal(1), terms.profit_currency)
 
-    def _converter(self, terms: SymbolTerms, price: Decimal, currency: str) -> Any:
+    def _converter(self, terms: SymbolTerms, price: Decimal, currency: str) -> ToAccount:
         """Converts to ``currency``; the symbol's own pair converts at the deal price."""
 
         def to_account(amount: Decimal, source: str) -> Decimal:

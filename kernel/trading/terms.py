@@ -77,9 +77,7 @@ async def load_terms(session: AsyncSession, group_id: str, symbol: str) -> Symbo
 
 def terms_to_json(terms: SymbolTerms) -> dict[str, Any]:
     """Snapshot for ``Position.terms`` (decimals as exact strings)."""
-    data: dict[str, Any] = {
-        name: getattr(terms, name) for name in SymbolTerms.__dataclass_fields__
-    }
+    data: dict[str, Any] = {name: getattr(terms, name) for name in SymbolTerms.__dataclass_fields__}
     for name in _DECIMAL_FIELDS:
         data[name] = str(data[name])
     return data

@@ -13,7 +13,7 @@ from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.pricing import ConversionUnavailable, FxConverter
 from brokerkernel.kernel.storage.db import Database
-from brokerkernel.kernel.storage.models import Transaction, TradingAccount, new_id
+from brokerkernel.kernel.storage.models import TradingAccount, Transaction, new_id
 from brokerkernel.kernel.trading import ledger
 from brokerkernel.kernel.trading.money import has_valid_scale, round_money
 from brokerkernel.kernel.trading.service import TradingError, TradingService
@@ -70,7 +70,8 @@ class TransactionService:
         account_currency = state["currency"]
         try:
             account_amount = request.account_amount or round_money(
-                self.fx.convert(request.amount, request.currency, account_currency), account_currency
+                self.fx.convert(request.amount, request.currency, account_currency),
+                account_currency,
             )
             usd_rate = self.fx.rate(request.currency, "USD")
         except ConversionUnavailable as exc:
@@ -144,7 +145,9 @@ class TransactionService:
         # Equity from the locked row: balance and credit cannot have moved since.
         equity = account.balance + account.credit + pnl
         if balance_sign < 0:
-            limit = min(account.balance, equity - account.margin) if account.margin else account.balance
+            limit = (
+                min(account.balance, equity - account.margin) if account.margin else account.balance
+            )
             if amount > limit:
                 raise TradingError(422, f"Withdrawal exceeds the withdrawable amount {limit}")
         if credit_sign < 0 and (amount > account.credit or equity - amount < account.margin):
