@@ -106,7 +106,10 @@ def main() -> None:
     symbols = [symbol.strip() for symbol in args.symbols.split(",") if symbol.strip()]
     day = date.fromisoformat(args.day)
 
-    parsed, parse_s = bench_parse(args.data_dir, symbols, day)
+    try:
+        parsed, parse_s = bench_parse(args.data_dir, symbols, day)
+    except ValueError as exc:  # no data for that symbol/day, or no data directory
+        raise SystemExit(str(exc)) from None
     feed, book, counter, bars, path_s = asyncio.run(bench_price_path(args.data_dir, symbols, day))
     if not counter.ticks == book.stats.ticks == feed.stats.ticks_published == parsed:
         raise SystemExit(f"tick counts disagree: {counter.ticks}, {book.stats}, {feed.stats}")

@@ -96,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from brokerkernel.kernel.storage import migrate
-
     if args.command == "serve":
         return _serve(args)
     if args.command == "db":
+        from brokerkernel.kernel.storage import migrate
+
         url = Settings.from_env(Path("plugins.toml")).database_url
         if args.db_command == "upgrade":
             migrate.upgrade(url, args.revision)

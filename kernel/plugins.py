@@ -130,20 +130,21 @@ class PluginInfo:
     error: str | None = None
 
 
-def installed_entry_points() -> dict[str, metadata.EntryPoint]:
-    """Entry points of the ``brokerkernel.plugins`` group by name (first one wins)."""
-    found: dict[str, metadata.EntryPoint] = {}
+def entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:
+    """Every entry point of the ``brokerkernel.plugins`` group, grouped by name."""
+    found: dict[str, list[metadata.EntryPoint]] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            log.warning(
-                "plugin %r is provided by both %s and %s; using the first",
-                ep.name,
-                _dist_label(found[ep.name]),
-                _dist_label(ep),
-            )
-            continue
-        found[ep.name] = ep
+        found.setdefault(ep.name, []).append(ep)
     return found
+
+
+def installed_entry_points() -> dict[str, metadata.EntryPoint]:
+    """Entry points of the ``brokerkernel.plugins`` group by name (the first of each).
+
+    Two distributions providing one name are refused by :meth:`PluginManager.load`
+    when that plugin is enabled (a package must not silently replace another).
+    """
+    return {name: eps[0] for name, eps in entry_points_by_name().items()}
 
 
 def _dist_label(ep: metadata.EntryPoint) -> str:
@@ -201,7 +202,13 @@ class PluginManager:
     ) -> PluginManager:
         """Read, validate and load everything; raises ConfigError with every problem."""
         env = os.environ if env is None else env
-        available = installed_entry_points() if entry_points is None else entry_points
+        conflicts: dict[str, list[metadata.EntryPoint]] = {}
+        if entry_points is None:
+            grouped = entry_points_by_name()
+            available: Mapping[str, metadata.EntryPoint] = {n: eps[0] for n, eps in grouped.items()}
+            conflicts = {n: eps for n, eps in grouped.items() if len(eps) > 1}
+        else:
+            available = entry_points
         document, errors = read_toml(config_path)
         if errors:
             raise ConfigError(errors)
@@ -236,6 +243,13 @@ class PluginManager:
                     f"(no entry point '{name}' in group {ENTRY_POINT_GROUP})"
                 )
                 continue
+            if name in conflicts:
+                providers = " and ".join(_dist_label(e) for e in conflicts[name])
+                errors.append(
+                    f"{where}: plugin '{name}' is provided by both {providers}; "
+                    "uninstall one of them"
+                )
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:
@@ -262,9 +276,10 @@ class PluginManager:
                 errors.append(f"{where}: plugin '{name}' cannot be registered: {reason}")
         # Hooks and registries are checked even when the config has errors, so one run
         # reports every problem.
-        errors += _unknown_hooks(pm, config_path)
-        if not any(True for _ in _pending(pm)):
-            pm.check_pending()  # nothing pending: pluggy agrees every hook has a spec
+        unknown_hooks = _unknown_hooks(pm, config_path)
+        errors += unknown_hooks
+        if not unknown_hooks:
+            pm.check_pending()  # pluggy's own check agrees: every hookimpl has a hookspec
         registries = Registries()
         errors += _collect(pm, registries)
         if errors:

@@ -68,11 +68,16 @@ class Kernel:
         kernel_config = self.plugins.config.kernel
         self.kernel_config = kernel_config
         clock_source = kernel_config["clock"]
-        if clock_source != "wall" and clock_source not in self.plugins.registries.price_feeds:
+        clock_feeds = [
+            r.descriptor.name
+            for r in self.plugins.registries.price_feeds
+            if r.descriptor.drives_clock
+        ]
+        if clock_source != "wall" and clock_source not in clock_feeds:
             raise ConfigError(
                 [
                     f"{settings.config_path}: [kernel] clock: '{clock_source}' is not an enabled "
-                    f"price feed (enabled: {self.plugins.registries.price_feeds.names()})"
+                    f"price feed that drives the clock (those enabled: {sorted(clock_feeds)})"
                 ]
             )
         venue_name = kernel_config["execution_venue"]

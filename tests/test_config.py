@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from brokerkernel.kernel.config import (
     KERNEL_SCHEMA,
     REDACTED,
@@ -145,7 +146,7 @@ def test_config_error_str_is_one_line_per_error() -> None:
 
 
 def test_toml_syntax_error_is_reported_with_the_file(write_config: WriteConfig) -> None:
-    path = write_config('[kernel]\nclock = \n[plugins.bbook]\n')
+    path = write_config("[kernel]\nclock = \n[plugins.bbook]\n")
     assert load_errors(path) == [f"{path}: invalid TOML: Invalid value (at line 2, column 9)"]
 
 
@@ -280,7 +281,11 @@ def test_closed_schema_injects_additional_properties_false() -> None:
         "additionalProperties": False,
     }
     assert "additionalProperties" not in schema  # the plugin's own dict is untouched
-    assert closed_schema(None) == {"type": "object", "properties": {}, "additionalProperties": False}
+    assert closed_schema(None) == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
 
 
 def test_a_plugin_schema_without_additional_properties_rejects_unknown_keys(
@@ -377,7 +382,10 @@ def test_redact_replaces_write_only_values_including_nested_ones() -> None:
         "api_key": REDACTED,
         "account": "ACME-1",
         "webhook": {"url": "https://hooks.example/x", "signing_secret": REDACTED},
-        "endpoints": [{"host": "a.example", "token": REDACTED}, {"host": "b.example", "token": REDACTED}],
+        "endpoints": [
+            {"host": "a.example", "token": REDACTED},
+            {"host": "b.example", "token": REDACTED},
+        ],
         "credentials": REDACTED,
         "unknown": "kept",
     }

@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.descriptors import PluginContext, PriceFeed
 from brokerkernel.kernel.pricing import Quote, QuoteBook

@@ -159,10 +159,7 @@ class ReplayFeed:
             else:
                 missing = ", ".join(str(path) for src in sources for path in src.paths)
                 where = f"no data files found (looked for {missing})"
-            raise ValueError(
-                f"replay: no {symbol} data for {_describe_days(self._days)} "
-                f"({len(self._days)} day(s) from {self._days[0]}); {where}"
-            )
+            raise ValueError(f"replay: no {symbol} data for {_describe_days(self._days)}; {where}")
         return plan
 
     # --- the tick stream ---------------------------------------------------------------
@@ -176,7 +173,7 @@ class ReplayFeed:
             yield from streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_time_of)
             if not self._loop:
                 return
-            shift_ms += 0
+            shift_ms += span_ms
             self.stats.loops += 1
 
     def _accepted(self) -> Iterator[Quote]:

@@ -67,7 +67,6 @@ DEFAULT_DATA_DIR: Final = Path("../shared/data/market")
 """Market data sets, relative to the working directory (the CLI's default)."""
 
 ADMIN_EMAIL: Final = "simulation-desk@example.com"
-TRADER_PASSWORD_PREFIX: Final = "Sim-trader-"
 LEDGER_PAGE: Final = 500
 """Ledger rows per ``GET /api/backoffice/accounts/{login}/ledger`` page (the maximum)."""
 
@@ -192,7 +191,11 @@ class SimulationReport:
             (
                 "closes",
                 f"full {self.closes_full:,}  partial {self.closes_partial:,}"
-                + (f"  refused {sum(self.close_failures.values()):,} ({failures})" if failures else ""),
+                + (
+                    f"  refused {sum(self.close_failures.values()):,} ({failures})"
+                    if failures
+                    else ""
+                ),
             ),
             ("http requests", f"{self.http_requests:,} ({rate:,.0f}/s while trading)"),
             (
@@ -217,32 +220,20 @@ class SimulationReport:
         return "\n".join(lines)
 
     def _account_table(self) -> list[str]:
-        header = (
-            "login", "strategy", "symbol", "deposit", "balance", "equity", "realised P&L",
-            "open", "trades", "rejected", "deals",
-        )  # fmt: skip
-        rows = [
-            (
-                str(a.login), a.strategy, a.symbol, _money(a.deposit), _money(a.balance),
-                _money(a.equity), _money(a.realised_pnl), str(a.open_positions), str(a.trades),
-                str(a.rejected), str(a.deals),
-            )  # fmt: skip
-            for a in self.accounts
-        ]
-        accounts = self.accounts
-        rows.append(
-            (
-                "total", f"{len(accounts)} accounts", "",
-                _money(sum((a.deposit for a in accounts), ZERO)),
-                _money(sum((a.balance for a in accounts), ZERO)),
-                _money(sum((a.equity for a in accounts), ZERO)),
-                _money(sum((a.realised_pnl for a in accounts), ZERO)),
-                str(sum(a.open_positions for a in accounts)),
-                str(sum(a.trades for a in accounts)),
-                str(sum(a.rejected for a in accounts)),
-                str(sum(a.deals for a in accounts)),
-            )  # fmt: skip
-        )
+        header: tuple[str, ...] = ("login", "strategy", "symbol", "deposit", "balance", "equity")
+        header += ("realised P&L", "open", "trades", "rejected", "deals")
+
+        def cells(
+            login: str, strategy: str, symbol: str, items: Sequence[AccountResult]
+        ) -> tuple[str, ...]:
+            money = (
+                _money(sum((getattr(a, name) for a in items), ZERO)) for name in _MONEY_COLUMNS
+            )
+            counts = (f"{sum(getattr(a, name) for a in items):,}" for name in _COUNT_COLUMNS)
+            return (login, strategy, symbol, *money, *counts)
+
+        rows = [cells(str(a.login), a.strategy, a.symbol, [a]) for a in self.accounts]
+        rows.append(cells("total", f"{len(self.accounts)} accounts", "", self.accounts))
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         left = {0, 1, 2}
 
@@ -255,6 +246,10 @@ class SimulationReport:
 
         rule = "  " + "  ".join("-" * w for w in widths)
         return [line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
+
+
+_MONEY_COLUMNS: Final = ("deposit", "balance", "equity", "realised_pnl")
+_COUNT_COLUMNS: Final = ("open_positions", "trades", "rejected", "deals")
 
 
 def _money(value: Decimal) -> str:
@@ -713,7 +708,9 @@ def strategy_for(
         rng.shuffle(volumes)
     kind = index % 3
     if kind == 0:
-        return TrendFollower(symbol, volumes, fast=rng.choice((3, 5, 8)), slow=rng.choice((15, 20, 30)))
+        return TrendFollower(
+            symbol, volumes, fast=rng.choice((3, 5, 8)), slow=rng.choice((15, 20, 30))
+        )
     if kind == 1:
         return MeanReverter(
             symbol,
@@ -723,7 +720,9 @@ def strategy_for(
             max_hold=rng.choice((20, 30, 45)),
         )
     points = SCALPER_POINTS.get(symbol, (40, 15, 30))
-    return Scalper(symbol, volumes, rng, enter_probability=rng.choice((0.2, 0.3, 0.4)), points=points)
+    return Scalper(
+        symbol, volumes, rng, enter_probability=rng.choice((0.2, 0.3, 0.4)), points=points
+    )
 
 
 # ----------------------------------------------------------------------- quote tape
@@ -836,6 +835,7 @@ async def simulate(
     data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
     database_url: str | None = None,
     duration_s: int | None = None,
+    redis_url: str | None = None,
 ) -> SimulationReport:
     """Run the simulation and return its report (it does not print).
 
@@ -843,7 +843,8 @@ async def simulate(
     00:00 UTC) shortens the window, None replays the whole day. ``step_seconds`` is the
     market time between two trader decisions. ``database_url`` defaults to a new SQLite
     file ``./var/simulate-<day>-<pid>.db``; it is migrated to head and must hold no
-    customers yet. Raises SimulationError when the run cannot be carried out.
+    customers yet. ``redis_url`` puts the cache and event bus on Redis (default: in
+    process). Raises SimulationError when the run cannot be carried out.
     """
     wall_start = time.perf_counter()
     the_day = day if isinstance(day, date) else date.fromisoformat(day)
@@ -858,7 +859,7 @@ async def simulate(
     window_end = window_start + (DAY_MS if duration_s is None else min(DAY_MS, duration_s * 1000))
     if window_end <= window_start:
         raise SimulationError("duration_s must be positive")
-    root = Path(data_dir).resolve()
+    root = await asyncio.to_thread(Path(data_dir).resolve)
     url = database_url or _default_database_url(the_day)
     await asyncio.to_thread(migrate.upgrade, url)
 
@@ -874,7 +875,11 @@ async def simulate(
         config_path = Path(work) / "plugins.toml"
         config_path.write_text(_plugins_toml(root, symbol_list, the_day))
         settings = Settings(
-            config_path=config_path, database_url=url, var_dir=Path(work), start_feeds=False
+            config_path=config_path,
+            database_url=url,
+            redis_url=redis_url,
+            var_dir=Path(work),
+            start_feeds=False,
         )
         try:
             kernel = Kernel(settings)
@@ -918,7 +923,10 @@ async def _run(
     catalog = await api.expect("GET", "/api/customer/instruments")
     instruments = {
         item["symbol"]: InstrumentView(
-            item["symbol"], int(item["digits"]), int(item["stale_threshold_ms"]), _dec(item["min_lot"])
+            item["symbol"],
+            int(item["digits"]),
+            int(item["stale_threshold_ms"]),
+            _dec(item["min_lot"]),
         )
         for item in catalog
     }
@@ -984,16 +992,23 @@ async def _onboard(
 ) -> Trader:
     """Register, log in and fund trader ``index`` (approved manual deposit in USD)."""
     email = f"trader-{index:03d}@simulation.example.com"
-    password = f"{TRADER_PASSWORD_PREFIX}{index:03d}"
+    password = secrets.token_urlsafe(12)
     registered = await api.expect(
         "POST",
         "/api/customer/register",
         expected=(200, 201),
-        body={"email": email, "password": password, "first_name": "Trader", "last_name": f"{index:03d}"},
+        body={
+            "email": email,
+            "password": password,
+            "first_name": "Trader",
+            "last_name": f"{index:03d}",
+        },
     )
     if registered.get("duplicate"):
         raise SimulationError(f"{email} is already registered: the database is not fresh")
-    session = await api.expect("POST", "/api/customer/login", body={"email": email, "password": password})
+    session = await api.expect(
+        "POST", "/api/customer/login", body={"email": email, "password": password}
+    )
     login = int(session["customer"]["trading_accounts"][0]["login"])
     deposit = deposit_for(index)
     await api.expect(
@@ -1049,7 +1064,7 @@ async def _check(
     report: SimulationReport,
 ) -> None:
     """Read every account's state, ledger, positions and history over HTTP and check."""
-    adjusted = await _adjusted_quote_fn(kernel, report.symbols)
+    adjusted = await _adjusted_quote_fn(kernel, tape, report.symbols)
     ledger_bad: list[str] = []
     sequence_bad: list[str] = []
     balance_bad: list[str] = []
@@ -1059,21 +1074,34 @@ async def _check(
     for trader in traders:
         login = trader.login
         state = await api.expect("GET", f"/api/crm/accounts/{login}/state", auth=admin)
-        positions = await api.expect("GET", "/api/crm/orders", auth=admin, params={"login": str(login)})
-        history = await api.expect("GET", "/api/crm/history", auth=admin, params={"login": str(login)})
+        positions = await api.expect(
+            "GET", "/api/crm/orders", auth=admin, params={"login": str(login)}
+        )
+        history = await api.expect(
+            "GET", "/api/crm/history", auth=admin, params={"login": str(login)}
+        )
         rows = await _ledger(api, admin, login)
         ledger_rows += len(rows)
-        balance, credit, margin = _dec(state["balance"]), _dec(state["credit"]), _dec(state["margin_used"])
+        balance, credit, margin = (
+            _dec(state["balance"]),
+            _dec(state["credit"]),
+            _dec(state["margin_used"]),
+        )
 
         # (1) the account equals the sum of its ledger; the last row's totals equal it
-        sums = [sum((_dec(r[k]) for r in rows), ZERO) for k in ("balance_delta", "credit_delta", "margin_delta")]
+        sums = [
+            sum((_dec(r[k]) for r in rows), ZERO)
+            for k in ("balance_delta", "credit_delta", "margin_delta")
+        ]
         if sums != [balance, credit, margin]:
             ledger_bad.append(f"{login}: ledger sums {sums} vs account {[balance, credit, margin]}")
         if rows:
             last = rows[-1]
             totals = [_dec(last[k]) for k in ("balance_after", "credit_after", "margin_after")]
             if totals != [balance, credit, margin]:
-                ledger_bad.append(f"{login}: last row totals {totals} vs account {[balance, credit, margin]}")
+                ledger_bad.append(
+                    f"{login}: last row totals {totals} vs account {[balance, credit, margin]}"
+                )
         # (2) sequence numbers 1..n without gaps
         sequence = [int(r["sequence_num"]) for r in rows]
         if sequence != list(range(1, len(rows) + 1)):
@@ -1083,7 +1111,9 @@ async def _check(
             (_dec(d["profit"]) + _dec(d["commission"]) + _dec(d["swap"]) for d in history), ZERO
         )
         if balance != trader.deposit + realised:
-            balance_bad.append(f"{login}: balance {balance} != deposit {trader.deposit} + deals {realised}")
+            balance_bad.append(
+                f"{login}: balance {balance} != deposit {trader.deposit} + deals {realised}"
+            )
         # (4) no margin held once flat
         if positions or margin != 0:
             margin_bad.append(f"{login}: {len(positions)} open, margin_used {margin}")
@@ -1091,15 +1121,17 @@ async def _check(
         for deal in history:
             deals_checked += 1
             buy = int(deal["cmd"]) == 0
-            for when, price_field, is_open in (("open_time", "open_price", True), ("close_time", "close_price", False)):
+            for when, price_field, is_open in (
+                ("open_time", "open_price", True),
+                ("close_time", "close_price", False),
+            ):
                 at = _time_ms(deal[when])
                 quoted = adjusted(deal["symbol"], at)
                 price = _dec(deal[price_field])
                 expected = None if quoted is None else (quoted[1] if buy == is_open else quoted[0])
                 if price != expected:
-                    price_bad.append(
-                        f"{login} #{deal['ticket']} {price_field} {price} at {deal[when]}: quoted {quoted}"
-                    )
+                    where = f"{login} #{deal['ticket']} {price_field} {price} at {deal[when]}"
+                    price_bad.append(f"{where}: quoted {quoted}")
         report.accounts.append(
             AccountResult(
                 login=login,
@@ -1120,7 +1152,9 @@ async def _check(
     def verdict(name: str, failures: list[str], ok: str) -> InvariantCheck:
         if not failures:
             return InvariantCheck(name, True, ok)
-        shown = "; ".join(failures[:5]) + (f"; ... {len(failures) - 5} more" if len(failures) > 5 else "")
+        shown = "; ".join(failures[:5]) + (
+            f"; ... {len(failures) - 5} more" if len(failures) > 5 else ""
+        )
         return InvariantCheck(name, False, f"{len(failures)} failure(s): {shown}")
 
     n = len(traders)
@@ -1146,13 +1180,12 @@ async def _check(
 
 
 async def _adjusted_quote_fn(
-    kernel: Kernel, symbols: Sequence[str]
+    kernel: Kernel, tape: QuoteTape, symbols: Sequence[str]
 ) -> Callable[[str, int], tuple[Decimal, Decimal, int] | None]:
     """``(symbol, time_ms) -> (bid, ask, tick time)`` as the default group saw the quote
     current at that time (the kernel's quote adjusters applied to the recorded tick)."""
     async with kernel.db.read() as session:
         terms = {s: await load_terms(session, DEFAULT_GROUP_ID, s) for s in symbols}
-    tape = next(s for s in kernel.quotes._subscribers if isinstance(s, QuoteTape))
     adjusters = kernel.trading.adjusters
 
     def at(symbol: str, time_ms: int) -> tuple[Decimal, Decimal, int] | None:
