@@ -73,6 +73,7 @@ LEDGER_PAGE: Final = 500
 MAX_POLLS: Final = 100
 """Polls of an order request before giving up on it (each after ``TradingService.idle``)."""
 
+HOUR_MS: Final = 3_600_000
 FLATTEN_MAX_MS: Final = 15 * 60_000
 """Longest flatten phase at the end of the window (market ms): no opens, close all."""
 
@@ -886,7 +887,11 @@ async def simulate(
         except ValueError as exc:
             raise SimulationError(str(exc)) from exc
         runner = web.AppRunner(create_app(kernel), access_log=None)
-        await runner.setup()
+        try:
+            await runner.setup()  # starts the kernel, which builds the replay feed
+        except ValueError as exc:
+            await runner.cleanup()
+            raise SimulationError(str(exc)) from exc
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -907,6 +912,7 @@ async def simulate(
 async def _run(
     kernel: Kernel, api: ApiClient, report: SimulationReport, accounts: int, wall_start: float
 ) -> None:
+    """Onboard the traders, step through the window, then check; fills ``report``."""
     feed = kernel.feeds.get("replay")
     if not isinstance(feed, ReplayFeed):
         raise SimulationError("the replay price feed is not running")
@@ -957,6 +963,14 @@ async def _run(
         market = MarketView.from_payload(await api.expect("GET", "/api/prices"), instruments)
         flatten = limit >= flatten_from
         await asyncio.gather(*(trader.step(market, flatten) for trader in traders))
+        if (limit - report.window_start_ms) // HOUR_MS != (
+            limit + step_ms - report.window_start_ms
+        ) // HOUR_MS:
+            log.info(
+                "simulate: market %s UTC, %s orders filled",
+                _utc_text(limit + 1)[11:16],
+                sum(t.filled for t in traders),
+            )
         if limit >= last_ms:
             break
         target += step_ms

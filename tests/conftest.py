@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,11 +29,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from aiohttp.test_utils import TestClient
 from sqlalchemy import pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
+from support import DAY_START_MS, create_admin, make_kernel, staff_headers, tick
 
+from brokerkernel.api.app import create_app
+from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.db import normalise_url
 
@@ -222,6 +227,43 @@ def _drop_database(name: str) -> None:
     _run(lambda: _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+_OUR_DATABASE = re.compile(r"bk_(?:template|test)_(\d+)(?:_[0-9a-f]+)?")
+
+
+def _test_database_name() -> str:
+    """``bk_test_<pid>_<random>``: the pid lets a later run drop it if this run dies."""
+    return f"bk_test_{os.getpid()}_{uuid.uuid4().hex[:16]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _database_names(url: str) -> list[str]:
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(text("SELECT datname FROM pg_database"))
+            return [str(name) for name in result.scalars()]
+    finally:
+        await engine.dispose()
+
+
+def _drop_orphaned_databases() -> None:
+    """Drop test databases left behind by runs on this machine whose process is gone."""
+    admin_url = _require(BACKENDS.database_url)
+    for name in _run(lambda: _database_names(admin_url)):
+        match = _OUR_DATABASE.fullmatch(name)
+        if match is not None and not _pid_alive(int(match.group(1))):
+            _drop_database(name)
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
@@ -244,8 +286,9 @@ def _database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Te
         migrate.upgrade(_sqlite_url(path))
         yield _Template(sqlite_file=path)
         return
+    _drop_orphaned_databases()  # left over by killed runs
     name = f"bk_template_{os.getpid()}"
-    _drop_database(name)  # left over by a crashed run with the same pid
+    _drop_database(name)  # left over by a killed run with the same pid
     url = _create_database(name)
     try:
         migrate.upgrade(url)
@@ -260,7 +303,7 @@ def database_url(tmp_path: Path, _database_template: _Template) -> Iterator[str]
 
     It holds the schema at head and the seed rows (roles, default group, instrument
     catalog) and no trading data. SQLite: a copy of the session's template file in
-    ``tmp_path``; PostgreSQL: ``CREATE DATABASE bk_test_<uuid> TEMPLATE
+    ``tmp_path``; PostgreSQL: ``CREATE DATABASE bk_test_<pid>_<random> TEMPLATE
     bk_template_<pid>``, dropped after the test (open connections are terminated).
     """
     if _database_template.sqlite_file is not None:
@@ -268,7 +311,7 @@ def database_url(tmp_path: Path, _database_template: _Template) -> Iterator[str]
         shutil.copyfile(_database_template.sqlite_file, path)
         yield _sqlite_url(path)
         return
-    name = f"bk_test_{uuid.uuid4().hex}"
+    name = _test_database_name()
     url = _create_database(name, template=_database_template.postgresql_name)
     try:
         yield url
@@ -281,12 +324,12 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
     """An async SQLAlchemy URL of an empty, unmigrated database for this test only.
 
     SQLite: a file path in ``tmp_path`` that does not exist yet; PostgreSQL: a new
-    empty ``bk_test_<uuid>`` database, dropped after the test.
+    empty ``bk_test_<pid>_<random>`` database, dropped after the test.
     """
     if not BACKENDS.is_postgresql:
         yield _sqlite_url(tmp_path / "empty.db")
         return
-    name = f"bk_test_{uuid.uuid4().hex}"
+    name = _test_database_name()
     url = _create_database(name)
     try:
         yield url
@@ -308,7 +351,7 @@ def redis_url() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def test_backends() -> Backends:
+def backends() -> Backends:
     """Which backends this run uses (``is_postgresql``, ``redis_url``, ...)."""
     return BACKENDS
 
@@ -328,3 +371,30 @@ def market_data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"market data not found at {path}; set BROKERKERNEL_MARKET_DATA")
     return path
+
+
+# ------------------------------------------------------------------ kernel + API
+
+
+@pytest.fixture
+async def kernel(
+    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
+) -> Kernel:
+    """A kernel on the test backend with feeds not started (tests publish quotes)."""
+    return make_kernel(tmp_path, database_url, redis_url, market_data_dir)
+
+
+@pytest.fixture
+async def client(kernel: Kernel, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API of ``kernel`` (started with it), an admin user, and one EURUSD quote
+    (bid 1.39286 / ask 1.39298 at 2014-05-07T00:00:07.135Z)."""
+    test_client: TestClient[Any, Any] = await aiohttp_client(create_app(kernel))
+    await create_admin(kernel)
+    tick(kernel, "EURUSD", "1.39286", "1.39298", DAY_START_MS + 7135)
+    yield test_client
+
+
+@pytest.fixture
+async def staff(client: TestClient[Any, Any]) -> dict[str, str]:
+    """Authorization headers of the admin staff user."""
+    return await staff_headers(client)

@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from support import (
     DAY_START_MS,
-    create_admin,
     deposit,
-    make_kernel,
     market_order,
     register_trader,
-    staff_headers,
     tick,
 )
 
-from brokerkernel.api.app import create_app
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import Group, GroupInstrument, LedgerEvent, OutboxEvent
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def kernel(
-    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
-) -> Kernel:
-    return make_kernel(tmp_path, database_url, redis_url, market_data_dir)
-
-
-@pytest.fixture
-async def client(kernel: Kernel, aiohttp_client: Any) -> AsyncIterator[Client]:
-    test_client: Client = await aiohttp_client(create_app(kernel))
-    await create_admin(kernel)
-    tick(kernel, "EURUSD", "1.39286", "1.39298", DAY_START_MS + 7135)
-    yield test_client
-
-
-@pytest.fixture
-async def staff(client: Client) -> dict[str, str]:
-    return await staff_headers(client)
 
 
 async def test_buy_fills_at_ask_and_sell_at_bid_of_the_known_tick(

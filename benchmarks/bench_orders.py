@@ -1,0 +1,409 @@
+"""Market-order throughput and latency through the HTTP API, to a filled position.
+
+One process serves the kernel's API on a loopback port (SQLite by default, or a
+scratch PostgreSQL database); a second process runs ``--clients`` concurrent HTTP
+clients, each posting market orders (``POST /api/customer/orders``, 0.01 lot EURUSD,
+buy and sell in turn) and polling ``GET /api/customer/orders/request/{id}`` every
+``--poll-ms`` until the order is ``executed``. Client and server run in separate
+processes so that the clients' own work does not slow the server down.
+
+Measured:
+
+* orders/s: orders executed whose POST was sent inside the ``--seconds`` window,
+  divided by the window (after ``--warmup`` seconds not counted);
+* client latency: POST sent -> ``executed`` seen by the polling client (ms, p50/p99);
+* server latency: ``TradingService.execute`` alone (ms, p50/p99), timed in the server;
+* afterwards, every executed order must have its position and its ``order_open``
+  ledger row in the database.
+
+Setup, not measured: a fresh database is migrated; ``--accounts`` customers are
+registered through the kernel's registration code (password hashing replaced by one
+precomputed argon2 hash, since argon2 costs ~60 ms a call by design), funded with an
+approved 100,000 USD deposit each, and given access tokens like the login route
+issues; one EURUSD quote is published with the replay feed as clock source, so the
+market clock stands still and the quote stays fresh for the whole run.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_orders.py
+    .venv/bin/python benchmarks/bench_orders.py \\
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+With a PostgreSQL URL, that URL's database is only used to ``CREATE DATABASE
+bk_bench_<pid>`` (dropped at the end); nothing else is touched. Loopback only; the
+run is bounded by ``--warmup + --seconds`` plus setup (well under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import pool, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from brokerkernel.api.app import create_app
+from brokerkernel.api.jsonio import loads
+from brokerkernel.kernel.customers import Registration, register
+from brokerkernel.kernel.descriptors import Rejection
+from brokerkernel.kernel.pricing import Quote
+from brokerkernel.kernel.runtime import Kernel, Settings
+from brokerkernel.kernel.security import hash_password
+from brokerkernel.kernel.storage import migrate
+from brokerkernel.kernel.storage.db import normalise_url
+from brokerkernel.kernel.storage.models import LedgerEvent, Position
+from brokerkernel.kernel.trading.service import OrderRequest
+from brokerkernel.kernel.trading.transactions import ManualTransaction
+
+TARGETS = "targets (issue 3): 5,000 orders/s on SQLite, 2,000/s on PostgreSQL, p99 <= 20 ms"
+QUOTE = Quote("EURUSD", Decimal("1.39286"), Decimal("1.39298"), 1_399_420_807_135, "replay")
+DEPOSIT = Decimal("100000")
+VOLUME = "0.01"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by the nearest-rank method; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
+    return ordered[rank - 1]
+
+
+# ------------------------------------------------------------------------ the clients
+
+
+async def _client(
+    session: aiohttp.ClientSession,
+    accounts: list[tuple[int, str]],
+    window: tuple[float, float],
+    poll_s: float,
+    result: dict[str, Any],
+) -> None:
+    """Post orders round-robin over ``accounts`` until the window ends; poll each one."""
+    start, end = window
+    latencies: list[float] = result["latencies_ms"]
+    index = 0
+    while (sent := time.perf_counter()) < end:
+        login, token = accounts[index % len(accounts)]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        body = f'{{"login":{login},"symbol":"EURUSD","cmd":{index % 2},"volume":{VOLUME}}}'
+        index += 1
+        async with session.post("/api/customer/orders", data=body, headers=headers) as response:
+            payload = loads(await response.text())
+            result["requests"] += 1
+            if response.status != 200:
+                result["errors"][f"POST {response.status}"] += 1
+                continue
+        path = f"/api/customer/orders/request/{payload['request_id']}"
+        while True:
+            async with session.get(path, headers=headers) as response:
+                status = loads(await response.text())
+                result["requests"] += 1
+            if status.get("status") != "queued":
+                break
+            await asyncio.sleep(poll_s)
+        done = time.perf_counter()
+        measured = start <= sent < end
+        if status.get("status") == "executed":
+            result["tickets"].append(int(status["order"]))
+            if measured:
+                result["filled"] += 1
+                latencies.append((done - sent) * 1000)
+        else:
+            result["errors"][str(status.get("reason") or status.get("detail"))] += 1
+
+
+async def client_main(config: dict[str, Any]) -> dict[str, Any]:
+    """Run ``clients`` concurrent HTTP clients (one ClientSession each) and summarise."""
+    accounts = [(int(login), str(token)) for login, token in config["accounts"]]
+    clients = int(config["clients"])
+    warmup_start = time.perf_counter()
+    start = warmup_start + float(config["warmup"])
+    end = start + float(config["seconds"])
+    result: dict[str, Any] = {
+        "latencies_ms": [],
+        "tickets": [],
+        "filled": 0,
+        "requests": 0,
+        "errors": Counter(),
+    }
+    sessions = [
+        aiohttp.ClientSession(base_url=config["base_url"], connector=aiohttp.TCPConnector(limit=1))
+        for _ in range(clients)
+    ]
+    try:
+        await asyncio.gather(
+            *(
+                _client(
+                    sessions[i],
+                    accounts[i::clients] or accounts,
+                    (start, end),
+                    float(config["poll_ms"]) / 1000,
+                    result,
+                )
+                for i in range(clients)
+            )
+        )
+    finally:
+        for session in sessions:
+            await session.close()
+    finished = time.perf_counter()
+    return {
+        "window": [start, end],
+        "filled": result["filled"],
+        "seconds": end - start,
+        "drain_seconds": finished - end,
+        "requests": result["requests"],
+        "p50_ms": percentile(result["latencies_ms"], 0.50),
+        "p99_ms": percentile(result["latencies_ms"], 0.99),
+        "max_ms": max(result["latencies_ms"], default=0.0),
+        "mean_ms": statistics.fmean(result["latencies_ms"]) if result["latencies_ms"] else 0.0,
+        "tickets": result["tickets"],
+        "errors": dict(result["errors"]),
+    }
+
+
+# ------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Scratch:
+    """Where the benchmark's database lives and how to get rid of it."""
+
+    url: str
+    admin_url: str | None = None
+    name: str | None = None
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _scratch_database(database_url: str | None, work: Path) -> Scratch:
+    if database_url is None:
+        return Scratch(f"sqlite+aiosqlite:///{work / 'bench.db'}")
+    admin_url = normalise_url(database_url)
+    parsed = make_url(admin_url)
+    if parsed.get_backend_name() != "postgresql":
+        return Scratch(admin_url)
+    name = f"bk_bench_{os.getpid()}"
+    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    url = parsed.set(database=name).render_as_string(hide_password=False)
+    return Scratch(url, admin_url, name)
+
+
+def _plugins_toml(data_dir: Path) -> str:
+    return "\n".join(
+        [
+            "[kernel]",
+            'clock = "replay"',
+            'jwt_secret = "bench-orders-signing-key-not-a-secret-0123456789"',
+            "[plugins.replay]",
+            f"data_dir = {json.dumps(str(data_dir))}",
+            'symbols = ["EURUSD"]',
+            'start = "2014-05-07"',
+            'speed = "max"',
+            "[plugins.bbook]",
+            "[plugins.spread_markup]",
+            "[plugins.margin]",
+            "",
+        ]
+    )
+
+
+async def _accounts(kernel: Kernel, count: int) -> list[tuple[int, str]]:
+    """Register and fund ``count`` customers; returns ``(login, access token)`` pairs."""
+    password_hash = hash_password("bench-password")
+    accounts: list[tuple[int, str]] = []
+    with mock.patch("brokerkernel.kernel.customers.hash_password", return_value=password_hash):
+        for i in range(count):
+            result = await register(
+                kernel.db,
+                kernel.ids,
+                kernel.clock,
+                Registration(email=f"bench-{i:05d}@example.com", password="bench-password"),
+            )
+            login = int(result["trading_accounts"][0]["login"])
+            await kernel.transactions.create_manual(
+                ManualTransaction("DEPOSIT", login, DEPOSIT, "USD", "APPROVED"),
+                created_by="bench",
+            )
+            token = kernel.tokens.issue(
+                result["id"], {"type": "customer", "login": login, "logins": [login]}
+            )
+            accounts.append((login, token))
+    return accounts
+
+
+ExecuteFn = Callable[[OrderRequest], Coroutine[Any, Any, int | Rejection]]
+
+
+def _timed(execute: ExecuteFn, samples: list[tuple[float, float]]) -> ExecuteFn:
+    """Wrap ``execute`` to record ``(start, duration ms)``; ``perf_counter`` is the
+    system-wide monotonic clock, comparable with the client process's window."""
+
+    async def timed(request: OrderRequest) -> int | Rejection:
+        started = time.perf_counter()
+        try:
+            return await execute(request)
+        finally:
+            samples.append((started, (time.perf_counter() - started) * 1000))
+
+    return timed
+
+
+async def _verify(kernel: Kernel, tickets: list[int]) -> tuple[int, int]:
+    """How many executed tickets have (a position, an ``order_open`` ledger row)."""
+    wanted = {str(t) for t in tickets}
+    async with kernel.db.read() as session:
+        refs = await session.scalars(
+            select(LedgerEvent.reference_id).where(LedgerEvent.event_type == "order_open")
+        )
+        with_ledger = len(wanted & set(refs.all()))
+        open_tickets = await session.scalars(select(Position.ticket))
+        with_position = len(set(tickets) & set(open_tickets.all()))
+    return with_position, with_ledger
+
+
+async def server_main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
+        work = Path(tmp)
+        scratch = await _scratch_database(args.database_url, work)
+        try:
+            return await _serve_and_measure(args, work, scratch)
+        finally:
+            if scratch.admin_url is not None and scratch.name is not None:
+                await _admin(
+                    scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
+                )
+
+
+async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scratch) -> int:
+    backend = make_url(scratch.url).get_backend_name()
+    await asyncio.to_thread(migrate.upgrade, scratch.url)
+    config = work / "plugins.toml"
+    data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
+    config.write_text(_plugins_toml(data_dir))
+    kernel = Kernel(
+        Settings(config_path=config, database_url=scratch.url, var_dir=work, start_feeds=False)
+    )
+    runner = web.AppRunner(create_app(kernel), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        kernel.quotes.publish(QUOTE)
+        setup_started = time.perf_counter()
+        accounts = await _accounts(kernel, args.accounts)
+        setup_s = time.perf_counter() - setup_started
+        samples: list[tuple[float, float]] = []
+        kernel.trading.execute = _timed(kernel.trading.execute, samples)  # type: ignore[method-assign,assignment]
+        client_config = {
+            "base_url": f"http://{host}:{port}",
+            "accounts": accounts,
+            "clients": args.clients,
+            "warmup": args.warmup,
+            "seconds": args.seconds,
+            "poll_ms": args.poll_ms,
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--client",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate(json.dumps(client_config).encode())
+        if process.returncode != 0:
+            print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
+            return 1
+        result = json.loads(out)
+        await kernel.trading.idle()
+        tickets: list[int] = result["tickets"]
+        with_position, with_ledger = await _verify(kernel, tickets)
+        start, end = result["window"]
+        server = [ms for started, ms in samples if start <= started < end]
+    finally:
+        await runner.cleanup()
+
+    rate = result["filled"] / result["seconds"] if result["seconds"] else 0.0
+    shown_url = make_url(scratch.url).render_as_string(hide_password=True)
+    lines = [
+        f"bench_orders  backend {backend}  ({shown_url})",
+        f"  setup            {args.accounts} accounts funded in {setup_s:.1f} s; "
+        f"{args.clients} concurrent HTTP clients, poll every {args.poll_ms} ms",
+        f"  orders           {result['filled']:,} executed in the {result['seconds']:.1f} s window "
+        f"(+{args.warmup:.0f} s warm-up, {len(tickets):,} executed in all)",
+        f"  wall seconds     {result['seconds']:.2f}",
+        f"  orders/s         {rate:,.0f}",
+        f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+        f"max {result['max_ms']:.2f} ms  (POST -> executed seen by polling)",
+        f"  server execute() p50 {percentile(server, 0.5):.2f} ms  "
+        f"p99 {percentile(server, 0.99):.2f} ms",
+        f"  http requests    {result['requests']:,} (posts and polls, warm-up included)",
+        f"  errors           {result['errors'] or 'none'}",
+        f"  verified         {with_position:,}/{len(tickets):,} positions, "
+        f"{with_ledger:,}/{len(tickets):,} order_open ledger rows",
+        f"  {TARGETS}",
+    ]
+    print("\n".join(lines))
+    ok = with_ledger == len(tickets) and with_position == len(tickets) and not result["errors"]
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
+        "SQLite: a new file to use; default: a SQLite file in a temporary directory",
+    )
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="client poll interval")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
+        help="market data (the replay feed is configured as clock source, never stepped)",
+    )
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        result = asyncio.run(client_main(json.load(sys.stdin)))
+        json.dump(result, sys.stdout)
+        return 0
+    if args.warmup + args.seconds > 40:
+        parser.error("--warmup + --seconds must stay within 40 s (bounded run time)")
+    return asyncio.run(server_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
