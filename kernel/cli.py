@@ -21,8 +21,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
-
 from brokerkernel.kernel.config import ConfigError
 from brokerkernel.kernel.plugins import PluginManager, list_plugins
 from brokerkernel.kernel.runtime import Settings
@@ -135,43 +133,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _create_admin(args: argparse.Namespace) -> int:
-    from brokerkernel.kernel.clock import MarketClock
-    from brokerkernel.kernel.security import hash_password
+    from brokerkernel.kernel.staff import StaffError, create_staff_user
     from brokerkernel.kernel.storage.db import Database
-    from brokerkernel.kernel.storage.models import Role, StaffUser, new_id
 
-    if not 8 <= len(args.password) <= 72:
-        print("password must be 8-72 characters", file=sys.stderr)
-        return 2
     db = Database(Settings.from_env(Path("plugins.toml")).database_url)
     try:
-        async with db.transaction() as session:
-            role = await session.scalar(select(Role).where(Role.name == "admin"))
-            if role is None:
-                print(
-                    "role 'admin' not found: run 'brokerkernel db upgrade' first", file=sys.stderr
-                )
-                return 1
-            email = args.email.strip().lower()
-            if await session.scalar(select(StaffUser.id).where(StaffUser.email == email)):
-                print(f"staff user {email} already exists", file=sys.stderr)
-                return 1
-            session.add(
-                StaffUser(
-                    id=new_id(),
-                    email=email,
-                    password_hash=hash_password(args.password),
-                    first_name=args.first_name,
-                    last_name=args.last_name,
-                    role_id=role.id,
-                    is_active=True,
-                    created_at=MarketClock().now(),
-                )
-            )
-        print(f"created admin {email}")
-        return 0
+        user = await create_staff_user(
+            db, args.email, args.password, first_name=args.first_name, last_name=args.last_name
+        )
+    except StaffError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     finally:
         await db.dispose()
+    print(f"created admin {user.email}")
+    return 0
 
 
 def _plugins(config: Path) -> int:

@@ -50,11 +50,6 @@ KERNEL_SCHEMA: dict[str, Any] = {
             "description": "Price feed whose tick times drive the market clock "
             "(e.g. 'replay' or 'manual'), or 'wall' for wall time.",
         },
-        "trading_timezone": {
-            "type": "string",
-            "default": "UTC",
-            "description": "IANA timezone of trading-day boundaries (e.g. 'Europe/Prague').",
-        },
         "fx_conversion": {
             "enum": ["mid", "bid_ask"],
             "default": "mid",

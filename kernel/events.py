@@ -185,19 +185,27 @@ class RedisStreamBus:
 class OutboxRelay:
     """Moves committed outbox rows to the bus and marks them published.
 
-    Woken after each commit and polling every ``poll_s`` seconds for rows left by a
+    Woken after each commit (then waiting ``coalesce_s`` so a burst of commits is
+    published in one pass) and polling every ``poll_s`` seconds for rows left by a
     crash. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several
     processes relay without publishing a row twice.
     """
 
     def __init__(
-        self, db: Database, bus: EventBus, clock: MarketClock, batch: int = 500, poll_s: float = 1.0
+        self,
+        db: Database,
+        bus: EventBus,
+        clock: MarketClock,
+        batch: int = 500,
+        poll_s: float = 1.0,
+        coalesce_s: float = 0.005,
     ) -> None:
         self._db = db
         self._bus = bus
         self._clock = clock
         self._batch = batch
         self._poll_s = poll_s
+        self._coalesce_s = coalesce_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -228,6 +236,8 @@ class OutboxRelay:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            # Let a burst of commits accumulate, so one relay pass publishes them together.
+            await asyncio.sleep(self._coalesce_s)
             self._wake.clear()
             try:
                 await self.drain()

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import json
 import logging
 import os
@@ -55,6 +53,7 @@ from brokerkernel.api.app import create_app
 from brokerkernel.api.jsonio import dumps, loads
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
+from brokerkernel.kernel.staff import create_staff_user
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.seed import DEFAULT_GROUP_ID
 from brokerkernel.kernel.trading.terms import load_terms
@@ -774,8 +773,6 @@ def _plugins_toml(data_dir: Path, symbols: Sequence[str], day: date) -> str:
             "[kernel]",
             'execution_venue = "bbook"',
             'clock = "replay"',
-            'trading_timezone = "UTC"',
-            'fx_conversion = "mid"',
             f"jwt_secret = {json.dumps(secrets.token_urlsafe(32))}",
             "",
             "[plugins.replay]",
@@ -794,32 +791,6 @@ def _plugins_toml(data_dir: Path, symbols: Sequence[str], day: date) -> str:
             "",
         ]
     )
-
-
-async def _bootstrap_admin(database_url: str, email: str, password: str) -> None:
-    """Create the staff admin exactly as ``brokerkernel users create-admin`` does.
-
-    ``kernel/cli.py::_create_admin`` takes its database from ``DATABASE_URL``; until it
-    takes a URL parameter the variable is set around the call.
-    """
-    from brokerkernel.kernel import cli
-
-    namespace = argparse.Namespace(
-        email=email, password=password, first_name="Simulation", last_name="Desk"
-    )
-    saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = database_url
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            status = await cli._create_admin(namespace)
-    finally:
-        if saved is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = saved
-    if status != 0:
-        raise SimulationError(f"cannot create the staff admin: {captured.getvalue().strip()}")
 
 
 def _default_database_url(day: date) -> str:
@@ -921,7 +892,9 @@ async def _run(
 
     # --- back office and traders, all over HTTP -------------------------------------
     admin_password = secrets.token_urlsafe(18)
-    await _bootstrap_admin(kernel.settings.database_url, ADMIN_EMAIL, admin_password)
+    await create_staff_user(
+        kernel.db, ADMIN_EMAIL, admin_password, first_name="Simulation", last_name="Desk"
+    )
     login = await api.expect(
         "POST", "/api/admin/users/login", body={"email": ADMIN_EMAIL, "password": admin_password}
     )
@@ -956,6 +929,7 @@ async def _run(
     flatten_from = last_ms - max(step_ms, min(FLATTEN_MAX_MS, span // 8))
     target = first
     market = MarketView({}, instruments, 0)
+    next_log_ms = report.window_start_ms + HOUR_MS
     while True:
         limit = min(target, last_ms)
         feed.step_until(limit, kernel.quotes.publish)
@@ -963,14 +937,10 @@ async def _run(
         market = MarketView.from_payload(await api.expect("GET", "/api/prices"), instruments)
         flatten = limit >= flatten_from
         await asyncio.gather(*(trader.step(market, flatten) for trader in traders))
-        if (limit - report.window_start_ms) // HOUR_MS != (
-            limit + step_ms - report.window_start_ms
-        ) // HOUR_MS:
-            log.info(
-                "simulate: market %s UTC, %s orders filled",
-                _utc_text(limit + 1)[11:16],
-                sum(t.filled for t in traders),
-            )
+        if limit >= next_log_ms:  # progress, once per market hour
+            next_log_ms += HOUR_MS * (1 + (limit - next_log_ms) // HOUR_MS)
+            filled = sum(t.filled for t in traders)
+            log.info("simulate: market %s UTC, %d orders filled", _utc_text(limit), filled)
         if limit >= last_ms:
             break
         target += step_ms

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
 
-from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
-from brokerkernel.kernel.security import hash_password
-from brokerkernel.kernel.storage.models import Role, StaffUser, new_id
+from brokerkernel.kernel.staff import create_staff_user
 
 # 2014-05-07T00:00:00Z, the replayed day most tests use.
 DAY_START_MS = 1_399_420_800_000
@@ -71,21 +68,7 @@ def tick(kernel: Kernel, symbol: str, bid: str, ask: str, time_ms: int) -> None:
 
 
 async def create_admin(kernel: Kernel, email: str = ADMIN_EMAIL, role: str = "admin") -> None:
-    async with kernel.db.transaction() as session:
-        role_id = await session.scalar(select(Role.id).where(Role.name == role))
-        assert role_id is not None
-        session.add(
-            StaffUser(
-                id=new_id(),
-                email=email,
-                password_hash=hash_password(ADMIN_PASSWORD),
-                first_name="Ada",
-                last_name="Admin",
-                role_id=role_id,
-                is_active=True,
-                created_at=MarketClock().now(),
-            )
-        )
+    await create_staff_user(kernel.db, email, ADMIN_PASSWORD, role=role, first_name="Ada")
 
 
 async def staff_headers(client: TestClient[Any, Any], email: str = ADMIN_EMAIL) -> dict[str, str]:

@@ -186,7 +186,7 @@ def test_env_references_are_resolved_with_and_without_defaults(write_config: Wri
         """
 [kernel]
 jwt_secret = "${BK_TEST_JWT}"
-trading_timezone = "${BK_TEST_TZ:-Europe/Prague}"
+execution_venue = "${BK_TEST_VENUE:-bbook}"
 clock = "${BK_TEST_CLOCK:-wall}"
 
 [plugins.replay]
@@ -197,7 +197,7 @@ symbols = ["${BK_TEST_SYMBOL:-EURUSD}"]
     env = {"BK_TEST_JWT": "jwt-from-env", "BK_TEST_CLOCK": "replay", "BK_TEST_DATA": "/srv"}
     manager = PluginManager.load(path, env=env)
     assert manager.config.kernel["jwt_secret"] == "jwt-from-env"
-    assert manager.config.kernel["trading_timezone"] == "Europe/Prague"  # default used
+    assert manager.config.kernel["execution_venue"] == "bbook"  # default used
     assert manager.config.kernel["clock"] == "replay"  # set variable wins over default
     assert manager.plugin_config("replay")["data_dir"] == "/srv/market"
     assert manager.plugin_config("replay")["symbols"] == ["EURUSD"]
@@ -234,9 +234,9 @@ def test_a_missing_env_variable_in_a_list_names_the_index() -> None:
 def test_the_process_environment_is_used_when_no_env_is_given(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BK_TEST_PROCESS_TZ", "Asia/Tokyo")
-    path = write_config('[kernel]\ntrading_timezone = "${BK_TEST_PROCESS_TZ}"\n')
-    assert PluginManager.load(path).config.kernel["trading_timezone"] == "Asia/Tokyo"
+    monkeypatch.setenv("BK_TEST_PROCESS_VENUE", "lp_bridge")
+    path = write_config('[kernel]\nexecution_venue = "${BK_TEST_PROCESS_VENUE}"\n')
+    assert PluginManager.load(path).config.kernel["execution_venue"] == "lp_bridge"
 
 
 # ------------------------------------------------------------------ defaults
