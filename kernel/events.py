@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from redis.exceptions import ResponseError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,6 +133,8 @@ class RedisStreamBus:
         self._handlers: list[EventHandler] = []
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._block_ms = 500
 
     def subscribe(self, handler: EventHandler) -> None:
         self._handlers.append(handler)
@@ -142,34 +145,53 @@ class RedisStreamBus:
                 pipe.xadd(STREAM, {"event": event.to_json()}, maxlen=self._maxlen, approximate=True)
             await pipe.execute()
 
-    async def start(self) -> None:
+    async def _ensure_group(self) -> None:
         try:
             await self._redis.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
-        except Exception as exc:  # BUSYGROUP: the group exists already
+        except ResponseError as exc:  # BUSYGROUP: the group exists already
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def start(self) -> None:
+        await self._ensure_group()
         self._task = asyncio.create_task(self._consume(), name="redis-event-consumer")
 
     async def stop(self) -> None:
+        """Let the consumer finish its current read (at most ``block_ms``) and exit.
+
+        It is not cancelled mid-command: that could leave a connection half-read.
+        """
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping = True
+            await self._task
             self._task = None
 
     async def _consume(self) -> None:
-        while True:
+        regroup = False
+        while not self._stopping:
             try:
+                if regroup:
+                    await self._ensure_group()
+                    regroup = False
                 claimed: Any = await self._redis.xautoclaim(
                     STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, count=100
                 )
                 await self._handle(claimed[1])
                 batches: Any = await self._redis.xreadgroup(
-                    CONSUMER_GROUP, self._consumer, {STREAM: ">"}, count=200, block=1000
+                    CONSUMER_GROUP, self._consumer, {STREAM: ">"}, count=200, block=self._block_ms
                 )
                 for _stream, entries in batches or []:
                     await self._handle(entries)
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) or "no longer exists" in str(exc):
+                    # The stream was deleted (e.g. FLUSHDB): recreate it and its group.
+                    log.warning("event stream or consumer group vanished; recreating it")
+                    regroup = True
+                else:
+                    log.exception("redis event consumer failed; retrying in 1 s")
+                    await asyncio.sleep(1)
             except Exception:
                 log.exception("redis event consumer failed; retrying in 1 s")
                 await asyncio.sleep(1)
@@ -208,6 +230,7 @@ class OutboxRelay:
         self._coalesce_s = coalesce_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
 
     def wake(self) -> None:
@@ -217,9 +240,11 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Finish the pass under way (never cancelled mid-transaction), then drain."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.drain()
 
@@ -233,7 +258,7 @@ class OutboxRelay:
                 return total
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
             # Let a burst of commits accumulate, so one relay pass publishes them together.
@@ -252,7 +277,7 @@ class OutboxRelay:
             query = (
                 select(OutboxEvent)
                 .where(OutboxEvent.published_at.is_(None))
-                .order_by(OutboxEvent.occurred_at, OutboxEvent.id)
+                .order_by(OutboxEvent.seq)
                 .limit(self._batch)
             )
             if not self._db.is_sqlite:

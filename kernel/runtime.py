@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,10 +187,18 @@ class Kernel:
         await asyncio.gather(*self._feed_tasks, return_exceptions=True)
         self._feed_tasks = []
         if self.started:
-            await self.trading.stop()
-            await self.plugins.notify("broker_on_shutdown", kernel=self)
-            await self.relay.stop()
-            await self.bus.stop()
-        await self.cache.close()
-        await self.db.dispose()
+            await self._stop_step("order workers", self.trading.stop())
+            await self._stop_step("plugins", self.plugins.notify("broker_on_shutdown", kernel=self))
+            await self._stop_step("outbox relay", self.relay.stop())
+            await self._stop_step("event bus", self.bus.stop())
+        await self._stop_step("cache", self.cache.close())
+        await self._stop_step("database", self.db.dispose())
         self.started = False
+
+    @staticmethod
+    async def _stop_step(name: str, step: Awaitable[None], timeout_s: float = 15.0) -> None:
+        """Await one shutdown step; one that hangs is logged and abandoned, not awaited forever."""
+        try:
+            await asyncio.wait_for(step, timeout_s)
+        except TimeoutError:
+            log.error("shutdown: %s did not stop within %.0f s; abandoning it", name, timeout_s)

@@ -6,7 +6,8 @@ Test backends are chosen by environment variables:
   (e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``): PostgreSQL, where the
   URL's database is the *admin* database used to create and drop per-test databases.
 * ``BROKERKERNEL_TEST_REDIS_URL`` -- unset: no Redis (the in-process cache/bus);
-  set (e.g. ``redis://127.0.0.1:6379/15``): Redis, always on logical database 15.
+  set (e.g. ``redis://127.0.0.1:6379/15``): Redis on the logical database the URL names
+  (15 when it names none), flushed before each test.
 
 A configured server that cannot be reached stops the run with an error: tests never
 silently skip a backend they were asked to use.
@@ -59,7 +60,7 @@ class Backends:
     database_url: str | None
     """Normalised admin URL of the PostgreSQL server, or ``None`` for SQLite."""
     redis_url: str | None
-    """Redis URL on database 15, or ``None`` for the in-process cache/bus."""
+    """Redis URL (database 15 unless the URL names one), or ``None`` for in-process."""
 
     @classmethod
     def from_environment(cls) -> Backends:
@@ -90,6 +91,8 @@ def _redis_url_on_test_db(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise pytest.UsageError(f"{REDIS_URL_ENV} must be a redis:// or rediss:// URL: {url!r}")
+    if parts.path.strip("/").isdigit():
+        return url  # an explicit logical database: parallel sessions can use their own
     return urlunsplit(parts._replace(path=f"/{REDIS_TEST_DB}"))
 
 
@@ -339,7 +342,7 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> str | None:
-    """``None`` (use the in-process cache/bus) or a Redis URL on database 15, just flushed."""
+    """``None`` (use the in-process cache/bus) or the test Redis URL, just flushed."""
     if BACKENDS.redis_url is None:
         return None
     client = redis.Redis.from_url(BACKENDS.redis_url, socket_connect_timeout=5)

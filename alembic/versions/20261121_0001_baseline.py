@@ -313,12 +313,19 @@ def upgrade() -> None:
     op.create_index(op.f("ix_transactions_login"), "transactions", ["login"])
     op.create_table(
         "outbox_events",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("occurred_at", _ts(), nullable=False),
         sa.Column("published_at", _ts(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_events")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_outbox_events")),
+        sa.UniqueConstraint("id", name=op.f("uq_outbox_events_id")),
     )
     op.create_index(op.f("ix_outbox_events_published_at"), "outbox_events", ["published_at"])
 

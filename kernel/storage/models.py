@@ -318,11 +318,18 @@ class Transaction(Base):
 
 
 class OutboxEvent(Base):
-    """A domain event stored in the transaction that caused it, published after commit."""
+    """A domain event stored in the transaction that caused it, published after commit.
+
+    ``seq`` orders publication: events of one account are written under its row lock,
+    so they are published in the order they happened.
+    """
 
     __tablename__ = "outbox_events"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
     type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
     occurred_at: Mapped[datetime]
