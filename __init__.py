@@ -15,13 +15,19 @@ name and its ``[plugins.<name>]`` section in ``plugins.toml``.
 """
 
 from brokerkernel.kernel.descriptors import (
+    CallbackRejected,
+    CashierRequest,
+    CashierSession,
     ExecutionVenue,
     Fill,
     FillRequest,
+    Gateway,
+    GatewayError,
     HttpRoutes,
     KycProvider,
     MessagingChannel,
     PaymentGateway,
+    PaymentUpdate,
     PluginContext,
     PreTradeCheck,
     PriceFeed,
@@ -29,20 +35,27 @@ from brokerkernel.kernel.descriptors import (
     QuoteAdjuster,
     Rejection,
     RiskRule,
+    WebhookReply,
 )
 from brokerkernel.kernel.events import DomainEvent
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.pricing import Quote
 
 __all__ = [
+    "CallbackRejected",
+    "CashierRequest",
+    "CashierSession",
     "DomainEvent",
     "ExecutionVenue",
     "Fill",
     "FillRequest",
+    "Gateway",
+    "GatewayError",
     "HttpRoutes",
     "KycProvider",
     "MessagingChannel",
     "PaymentGateway",
+    "PaymentUpdate",
     "PluginContext",
     "PreTradeCheck",
     "PriceFeed",
@@ -51,5 +64,6 @@ __all__ = [
     "QuoteAdjuster",
     "Rejection",
     "RiskRule",
+    "WebhookReply",
     "hookimpl",
 ]

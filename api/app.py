@@ -15,7 +15,22 @@ from aiohttp import web
 
 from brokerkernel.api import middlewares
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.api.routes import backoffice, crm, customer, health, prices, sessions
+from brokerkernel.api.routes import (
+    admin,
+    backoffice,
+    crm,
+    customer,
+    customer_auth,
+    groups,
+    health,
+    instruments,
+    oauth,
+    payments,
+    prices,
+    sessions,
+    streams,
+    trading,
+)
 from brokerkernel.kernel.runtime import Kernel
 
 log = logging.getLogger("brokerkernel.api")
@@ -35,20 +50,25 @@ class Router:
             self.app.router.add_route(method, legacy, _deprecated(handler, path))
 
 
+DEPRECATED_SUCCESSOR = web.RequestKey("deprecated_successor", str)
+
+
 def _deprecated(handler: Handler, successor: str) -> Handler:
     async def legacy(request: web.Request) -> web.StreamResponse:
         log.warning("deprecated path %s %s; use %s", request.method, request.path, successor)
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers["Deprecation"] = "true"
-            exc.headers["Link"] = f'<{successor}>; rel="successor-version"'
-            raise
-        response.headers["Deprecation"] = "true"
-        response.headers["Link"] = f'<{successor}>; rel="successor-version"'
-        return response
+        request[DEPRECATED_SUCCESSOR] = successor
+        return await handler(request)
 
     return legacy
+
+
+async def _mark_deprecated(request: web.Request, response: web.StreamResponse) -> None:
+    """Legacy paths answer with ``Deprecation`` and a ``Link`` to the seed path — on
+    errors too, whichever middleware turned the exception into the response."""
+    successor = request.get(DEPRECATED_SUCCESSOR)
+    if successor is not None:
+        response.headers["Deprecation"] = "true"
+        response.headers["Link"] = f'<{successor}>; rel="successor-version"'
 
 
 def create_app(kernel: Kernel) -> web.Application:
@@ -58,12 +78,35 @@ def create_app(kernel: Kernel) -> web.Application:
             middlewares.request_id,
             middlewares.cors(list(kernel.kernel_config["cors_origins"])),
             middlewares.json_errors,
+            middlewares.authentication,
+            middlewares.idempotency,
+            middlewares.rate_limits,
+            middlewares.json_errors,
         ],
         client_max_size=1024 * 1024,
     )
     app[KERNEL] = kernel
+    app.on_response_prepare.append(_mark_deprecated)
+    app[middlewares.IDEMPOTENCY_STATS] = middlewares.IdempotencyStats()
+    app[middlewares.IDEMPOTENCY_BOX] = kernel.tokens.box("idempotency")
+    middlewares.install_log_context()
     router = Router(app)
-    for module in (health, sessions, customer, prices, crm, backoffice):
+    for module in (
+        health,
+        sessions,
+        admin,
+        customer_auth,
+        oauth,
+        customer,
+        trading,
+        instruments,
+        groups,
+        prices,
+        streams,
+        crm,
+        backoffice,
+        payments,
+    ):
         module.setup(router)
     for item in kernel.plugins.registries.routes:
         item.descriptor.setup(app, kernel)

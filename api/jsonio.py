@@ -32,8 +32,14 @@ def dumps(value: Any) -> str:
     return _MARKED.sub(r"\1", json.dumps(value, default=_default, separators=(",", ":")))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def loads(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+    """Parse JSON; numbers with a fraction become ``Decimal``; ``NaN`` and
+    ``Infinity`` (not JSON, though Python's parser accepts them) raise ValueError."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -3,18 +3,27 @@
 One process serves the kernel's API on a loopback port (SQLite by default, or a
 scratch PostgreSQL database); a second process runs ``--clients`` concurrent HTTP
 clients, each posting market orders (``POST /api/customer/orders``, 0.01 lot EURUSD,
-buy and sell in turn) and polling ``GET /api/customer/orders/request/{id}`` every
-``--poll-ms`` until the order is ``executed``. Client and server run in separate
-processes so that the clients' own work does not slow the server down.
+buy and sell in turn) and polling ``GET /api/customer/orders/request/{id}`` (a long
+poll of ``--wait-ms``, then every ``--poll-ms``) until the order is ``executed``.
+Client and server run in separate processes so that the clients' own work does not
+slow the server down (on one machine they still share its cores).
 
 Measured:
 
 * orders/s: orders executed whose POST was sent inside the ``--seconds`` window,
   divided by the window (after ``--warmup`` seconds not counted);
 * client latency: POST sent -> ``executed`` seen by the polling client (ms, p50/p99);
-* server latency: ``TradingService.execute`` alone (ms, p50/p99), timed in the server;
+* server batches: how many jobs each order-worker transaction carried (group commit)
+  and how long one batch took (ms, p50/p99), timed in the server;
+* engine only: afterwards ``--engine-orders`` orders are queued straight on the
+  order workers (no HTTP) and timed to their last commit — the order engine's own
+  capacity (batches of ``[kernel.trading] batch_size``);
 * afterwards, every executed order must have its position and its ``order_open``
   ledger row in the database.
+
+Durability: PostgreSQL commits are durable; SQLite runs WAL with
+``synchronous=NORMAL`` (a commit survives a process crash; a power loss may lose the
+last batches). Group commit: one commit per worker batch.
 
 Setup, not measured: a fresh database is migrated; ``--accounts`` customers are
 registered through the kernel's registration code (password hashing replaced by one
@@ -62,15 +71,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from brokerkernel.api.app import create_app
 from brokerkernel.api.jsonio import loads
 from brokerkernel.kernel.customers import Registration, register
-from brokerkernel.kernel.descriptors import Rejection
+from brokerkernel.kernel.identity.service import Client
+from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.security import hash_password
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.db import normalise_url
 from brokerkernel.kernel.storage.models import LedgerEvent, Position
-from brokerkernel.kernel.trading.service import OrderRequest
-from brokerkernel.kernel.trading.transactions import ManualTransaction
+from brokerkernel.kernel.trading.jobs import Job
+from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
 
 TARGETS = "targets (issue 3): 5,000 orders/s on SQLite, 2,000/s on PostgreSQL, p99 <= 20 ms"
 QUOTE = Quote("EURUSD", Decimal("1.39286"), Decimal("1.39298"), 1_399_420_807_135, "replay")
@@ -95,9 +105,11 @@ async def _client(
     accounts: list[tuple[int, str]],
     window: tuple[float, float],
     poll_s: float,
+    wait_ms: int,
     result: dict[str, Any],
 ) -> None:
-    """Post orders round-robin over ``accounts`` until the window ends; poll each one."""
+    """Post orders round-robin over ``accounts`` until the window ends; poll each one
+    (with ``wait_ms`` > 0 as a long poll: the server holds a queued answer that long)."""
     start, end = window
     latencies: list[float] = result["latencies_ms"]
     index = 0
@@ -112,7 +124,7 @@ async def _client(
             if response.status != 200:
                 result["errors"][f"POST {response.status}"] += 1
                 continue
-        path = f"/api/customer/orders/request/{payload['request_id']}"
+        path = f"/api/customer/orders/request/{payload['request_id']}?wait_ms={wait_ms}"
         while True:
             async with session.get(path, headers=headers) as response:
                 status = loads(await response.text())
@@ -157,6 +169,7 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
                     accounts[i::clients] or accounts,
                     (start, end),
                     float(config["poll_ms"]) / 1000,
+                    int(config["wait_ms"]),
                     result,
                 )
                 for i in range(clients)
@@ -230,6 +243,8 @@ def _plugins_toml(data_dir: Path) -> str:
             "[plugins.bbook]",
             "[plugins.spread_markup]",
             "[plugins.margin]",
+            "[kernel.gateway]",  # the clients are load generators: no per-user limit
+            "rate_limit_per_user = 0",
             "",
         ]
     )
@@ -249,31 +264,53 @@ async def _accounts(kernel: Kernel, count: int) -> list[tuple[int, str]]:
             )
             login = int(result["trading_accounts"][0]["login"])
             await kernel.transactions.create_manual(
-                ManualTransaction("DEPOSIT", login, DEPOSIT, "USD", "APPROVED"),
+                TransactionRequest("DEPOSIT", login, DEPOSIT, "USD", "APPROVED"),
                 created_by="bench",
             )
-            token = kernel.tokens.issue(
-                result["id"], {"type": "customer", "login": login, "logins": [login]}
-            )
+            session = await kernel.identity.customer_session(result["id"], Client("bench"))
+            token = session["access_token"]
             accounts.append((login, token))
     return accounts
 
 
-ExecuteFn = Callable[[OrderRequest], Coroutine[Any, Any, int | Rejection]]
+BatchFn = Callable[[list[Job]], Coroutine[Any, Any, None]]
 
 
-def _timed(execute: ExecuteFn, samples: list[tuple[float, float]]) -> ExecuteFn:
-    """Wrap ``execute`` to record ``(start, duration ms)``; ``perf_counter`` is the
-    system-wide monotonic clock, comparable with the client process's window."""
+def _timed(run_batch: BatchFn, samples: list[tuple[float, float, int]]) -> BatchFn:
+    """Wrap the workers' ``run_batch`` to record ``(start, duration ms, jobs)`` per
+    batch (one transaction, one commit); ``perf_counter`` is the system-wide
+    monotonic clock, comparable with the client process's window."""
 
-    async def timed(request: OrderRequest) -> int | Rejection:
+    async def timed(jobs: list[Job]) -> None:
         started = time.perf_counter()
         try:
-            return await execute(request)
+            await run_batch(jobs)
         finally:
-            samples.append((started, (time.perf_counter() - started) * 1000))
+            samples.append((started, (time.perf_counter() - started) * 1000, len(jobs)))
 
     return timed
+
+
+async def _engine_only(
+    kernel: Kernel, accounts: list[tuple[int, str]], count: int
+) -> tuple[int, float, float]:
+    """Queue ``count`` market orders straight on the order workers (no HTTP) and time
+    them to the last commit: ``(orders executed, seconds, jobs per commit)``."""
+    workers = kernel.trading.workers
+    batches = workers.batches
+    started = time.perf_counter()
+    for index in range(count):
+        login = accounts[index % len(accounts)][0]
+        request = OrderRequest(f"engine-{index}", login, "EURUSD", index % 2, Decimal(VOLUME))
+        workers.submit(MarketOrderJob(request, kernel.trading.sink))
+    await kernel.trading.idle()
+    seconds = time.perf_counter() - started
+    commits = workers.batches - batches
+    executed = 0
+    for index in range(count):
+        status = await kernel.trading.request_status(f"engine-{index}")
+        executed += status is not None and status["status"] == "executed"
+    return executed, seconds, count / commits if commits else 0.0
 
 
 async def _verify(kernel: Kernel, tickets: list[int]) -> tuple[int, int]:
@@ -309,8 +346,15 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
     config.write_text(_plugins_toml(data_dir))
     kernel = Kernel(
-        Settings(config_path=config, database_url=scratch.url, var_dir=work, start_feeds=False)
+        Settings(
+            config_path=config,
+            database_url=scratch.url,
+            var_dir=work,
+            start_feeds=False,
+            order_workers=args.workers,
+        )
     )
+    shards = kernel.trading.workers.shards
     runner = web.AppRunner(create_app(kernel), access_log=None)
     await runner.setup()
     try:
@@ -321,8 +365,9 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         setup_started = time.perf_counter()
         accounts = await _accounts(kernel, args.accounts)
         setup_s = time.perf_counter() - setup_started
-        samples: list[tuple[float, float]] = []
-        kernel.trading.execute = _timed(kernel.trading.execute, samples)  # type: ignore[method-assign,assignment]
+        samples: list[tuple[float, float, int]] = []
+        workers = kernel.trading.workers
+        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign]
         client_config = {
             "base_url": f"http://{host}:{port}",
             "accounts": accounts,
@@ -330,6 +375,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
             "warmup": args.warmup,
             "seconds": args.seconds,
             "poll_ms": args.poll_ms,
+            "wait_ms": args.wait_ms,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -347,7 +393,10 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         tickets: list[int] = result["tickets"]
         with_position, with_ledger = await _verify(kernel, tickets)
         start, end = result["window"]
-        server = [ms for started, ms in samples if start <= started < end]
+        measured = [(ms, jobs) for started, ms, jobs in samples if start <= started < end]
+        server = [ms for ms, _ in measured]
+        batch_jobs = [jobs for _, jobs in measured]
+        engine = await _engine_only(kernel, accounts, args.engine_orders)
     finally:
         await runner.cleanup()
 
@@ -356,16 +405,23 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     lines = [
         f"bench_orders  backend {backend}  ({shown_url})",
         f"  setup            {args.accounts} accounts funded in {setup_s:.1f} s; "
-        f"{args.clients} concurrent HTTP clients, poll every {args.poll_ms} ms",
+        f"{shards} order workers, {args.clients} concurrent HTTP clients, poll every "
+        f"{args.poll_ms} ms "
+        f"(long poll {args.wait_ms} ms)",
         f"  orders           {result['filled']:,} executed in the {result['seconds']:.1f} s window "
         f"(+{args.warmup:.0f} s warm-up, {len(tickets):,} executed in all)",
         f"  wall seconds     {result['seconds']:.2f}",
         f"  orders/s         {rate:,.0f}",
         f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
         f"max {result['max_ms']:.2f} ms  (POST -> executed seen by polling)",
-        f"  server execute() p50 {percentile(server, 0.5):.2f} ms  "
+        f"  server batches   {len(server):,} commits, "
+        f"{statistics.fmean(batch_jobs) if batch_jobs else 0:.1f} jobs each on average "
+        f"(max {max(batch_jobs, default=0)}); one batch p50 {percentile(server, 0.5):.2f} ms  "
         f"p99 {percentile(server, 0.99):.2f} ms",
         f"  http requests    {result['requests']:,} (posts and polls, warm-up included)",
+        f"  engine only      {engine[0]:,} orders queued in-process (no HTTP) executed in "
+        f"{engine[1]:.2f} s: {engine[0] / engine[1] if engine[1] else 0:,.0f} orders/s, "
+        f"{engine[2]:.1f} jobs per commit",
         f"  errors           {result['errors'] or 'none'}",
         f"  verified         {with_position:,}/{len(tickets):,} positions, "
         f"{with_ledger:,}/{len(tickets):,} order_open ledger rows",
@@ -385,10 +441,25 @@ def main(argv: list[str] | None = None) -> int:
         "SQLite: a new file to use; default: a SQLite file in a temporary directory",
     )
     parser.add_argument("--accounts", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="order workers (shards); 0: the kernel's default (SQLite 1, PostgreSQL 2)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="client poll interval")
+    parser.add_argument(
+        "--wait-ms", type=int, default=1000, help="long poll: wait_ms of each poll (0: plain)"
+    )
+    parser.add_argument(
+        "--engine-orders",
+        type=int,
+        default=10_000,
+        help="orders queued in-process after the HTTP run, to time the order engine alone",
+    )
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),

@@ -19,6 +19,9 @@ class Cache(Protocol):
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
 
+    async def set_many(self, items: dict[str, str], ttl_s: float | None = None) -> None:
+        """Set several keys at once (one round trip on Redis)."""
+
     async def set_nx(self, key: str, value: str, ttl_s: float | None = None) -> bool:
         """Set only if absent; True when this call set it."""
 
@@ -29,6 +32,10 @@ class Cache(Protocol):
 
     async def incr(self, key: str, ttl_s: float) -> int:
         """Increment a counter; the TTL starts with the first increment (rate windows)."""
+
+    async def get_incr(self, key: str, counter: str, ttl_s: float) -> tuple[str | None, int]:
+        """Read ``key`` and :meth:`incr` ``counter`` in one round trip (the gateway's
+        revocation check and rate count of an authenticated request)."""
 
     async def ping(self) -> bool: ...
 
@@ -57,6 +64,11 @@ class MemoryCache:
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         self._data[key] = (value, None if ttl_s is None else time.monotonic() + ttl_s)
 
+    async def set_many(self, items: dict[str, str], ttl_s: float | None = None) -> None:
+        expires = None if ttl_s is None else time.monotonic() + ttl_s
+        for key, value in items.items():
+            self._data[key] = (value, expires)
+
     async def set_nx(self, key: str, value: str, ttl_s: float | None = None) -> bool:
         if self._live(key) is not None:
             return False
@@ -77,6 +89,9 @@ class MemoryCache:
         expires = self._data[key][1] if current is not None else time.monotonic() + ttl_s
         self._data[key] = (str(count), expires)
         return count
+
+    async def get_incr(self, key: str, counter: str, ttl_s: float) -> tuple[str | None, int]:
+        return self._live(key), await self.incr(counter, ttl_s)
 
     async def ping(self) -> bool:
         return True
@@ -102,6 +117,13 @@ class RedisCache:
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         await self.redis.set(key, value, px=None if ttl_s is None else int(ttl_s * 1000))
 
+    async def set_many(self, items: dict[str, str], ttl_s: float | None = None) -> None:
+        px = None if ttl_s is None else int(ttl_s * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=px)
+            await pipe.execute()
+
     async def set_nx(self, key: str, value: str, ttl_s: float | None = None) -> bool:
         px = None if ttl_s is None else int(ttl_s * 1000)
         return bool(await self.redis.set(key, value, px=px, nx=True))
@@ -119,6 +141,14 @@ class RedisCache:
             pipe.pexpire(key, int(ttl_s * 1000), nx=True)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def get_incr(self, key: str, counter: str, ttl_s: float) -> tuple[str | None, int]:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.incr(counter)
+            pipe.pexpire(counter, int(ttl_s * 1000), nx=True)
+            value, count, _ = await pipe.execute()
+        return None if value is None else str(value), int(count)
 
     async def ping(self) -> bool:
         try:

@@ -1,11 +1,12 @@
 """The ``brokerkernel`` command.
 
-    brokerkernel serve [--host H] [--port P] [--config plugins.toml]
+    brokerkernel serve [--host H] [--port P] [--workers N] [--config plugins.toml]
     brokerkernel db upgrade [REVISION] | db downgrade REVISION | db current
     brokerkernel users create-admin --email E --password P
     brokerkernel plugins [--config plugins.toml]
     brokerkernel config check [--config plugins.toml]
     brokerkernel simulate [--accounts N] [--day YYYY-MM-DD] [--symbols A,B]
+    brokerkernel ledger check [--login N]
 
 Environment: ``DATABASE_URL`` (default SQLite under ./var/), ``REDIS_URL`` (optional).
 Exit codes: 0 success, 1 a failed check or invariant, 2 bad usage or configuration.
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (N > 1 needs PostgreSQL and Redis)",
+    )
     _config_arg(serve)
 
     db = sub.add_parser("db", help="database migrations")
@@ -64,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate plugins.toml; exit 2 listing every error")
     _config_arg(check)
+
+    ledger = sub.add_parser("ledger", help="the financial ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_check = ledger_sub.add_parser(
+        "check", help="compare balances with their ledgers; exit 1 listing any drift"
+    )
+    ledger_check.add_argument("--login", type=int, default=None, help="one account only")
 
     simulate = sub.add_parser("simulate", help="replay a real trading day with simulated traders")
     simulate.add_argument("--accounts", type=int, default=50)
@@ -116,20 +130,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         enabled = ", ".join(manager.enabled)
         print(f"{args.config}: ok ({len(manager.enabled)} plugins enabled: {enabled})")
         return 0
+    if args.command == "ledger":
+        return asyncio.run(_ledger_check(args.login))
     from brokerkernel.kernel.simulation import run_simulation
 
     return int(run_simulation(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from brokerkernel.kernel.serve import serve
 
-    from brokerkernel.api.app import create_app
-    from brokerkernel.kernel.runtime import Kernel
-
-    kernel = Kernel(Settings.from_env(args.config))
-    web.run_app(create_app(kernel), host=args.host, port=args.port, access_log=None)
-    return 0
+    return serve(args.host, args.port, args.config, args.workers)
 
 
 async def _create_admin(args: argparse.Namespace) -> int:
@@ -148,6 +159,25 @@ async def _create_admin(args: argparse.Namespace) -> int:
         await db.dispose()
     print(f"created admin {user.email}")
     return 0
+
+
+async def _ledger_check(login: int | None) -> int:
+    from brokerkernel.kernel.money.reports import check_ledger
+    from brokerkernel.kernel.storage.db import Database
+
+    db = Database(Settings.from_env(Path("plugins.toml")).database_url)
+    try:
+        report = await check_ledger(db, login)
+    finally:
+        await db.dispose()
+    for line in report.drift:
+        print(f"drift: {line}")
+    verdict = f"{len(report.drift)} drift findings" if report.drift else "no drift"
+    print(
+        f"{report.accounts} accounts, {report.events} ledger rows, "
+        f"{report.transactions} transactions: {verdict}"
+    )
+    return 1 if report.drift else 0
 
 
 def _plugins(config: Path) -> int:

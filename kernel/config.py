@@ -31,8 +31,103 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import SchemaError
 
+from brokerkernel.kernel.marketdata.config import MARKET_DATA_SCHEMA
+from brokerkernel.kernel.money.config import PAYMENTS_SCHEMA
+from brokerkernel.kernel.trading.config import TRADING_SCHEMA
+
 REDACTED = "***"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+#: ``[kernel.gateway]``: cross-cutting request handling (seed section 1).
+_GATEWAY_PROPERTIES: dict[str, Any] = {
+    "rate_limit_per_user": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 300,
+        "description": "Requests per window per authenticated user (0: unlimited).",
+    },
+    "rate_limit_registration_per_ip": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 600,
+        "description": "POST /customers/register requests per window per IP (0: unlimited).",
+    },
+    "rate_limit_auth_per_ip": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 60,
+        "description": "Login, password-reset, autologin and OAuth2 token requests per "
+        "window per IP (0: unlimited).",
+    },
+    "rate_limit_window_s": {"type": "integer", "minimum": 1, "default": 60},
+    "idempotency_ttl_s": {
+        "type": "integer",
+        "minimum": 1,
+        "default": 86400,
+        "description": "How long a saved response is replayed for its Idempotency-Key.",
+    },
+    "idempotency_lock_s": {
+        "type": "integer",
+        "minimum": 1,
+        "default": 300,
+        "description": "How long a key stays claimed by a request that never finishes.",
+    },
+    "forwarded_for_hops": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 0,
+        "description": "Trusted proxies in front of the API: the client IP is that many "
+        "entries from the end of X-Forwarded-For (0: the socket peer).",
+    },
+}
+GATEWAY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": _GATEWAY_PROPERTIES,
+    "default": {key: prop["default"] for key, prop in _GATEWAY_PROPERTIES.items()},
+}
+
+#: ``[kernel.auth]``: sessions, one-time tokens, 2FA and the RBAC cache (seed section 2).
+_AUTH_PROPERTIES: dict[str, Any] = {
+    "refresh_reuse_grace_s": {
+        "type": "number",
+        "minimum": 0,
+        "default": 10,
+        "description": "Seconds a rotated refresh token may still be presented (two "
+        "concurrent refreshes); later reuse revokes the session.",
+    },
+    "autologin_expiry_hours": {
+        "anyOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        ],
+        "default": 72,
+        "description": "Lifetime of affiliate autologin links, e.g. "
+        '"${AUTOLOGIN_EXPIRY_HOURS:-72}".',
+    },
+    "autologin_organic_minutes": {"type": "integer", "minimum": 1, "default": 15},
+    "password_reset_ttl_s": {"type": "integer", "minimum": 60, "default": 900},
+    "password_reset_max_active": {"type": "integer", "minimum": 1, "default": 3},
+    "frontend_url": {
+        "type": "string",
+        "default": "",
+        "description": "Base URL of the trader front end for reset and autologin links "
+        "(empty: the URL the request came in on).",
+    },
+    "totp_issuer": {"type": "string", "minLength": 1, "default": "brokerkernel"},
+    "rbac_poll_s": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 1,
+        "description": "How often each process checks for RBAC changes by others.",
+    },
+}
+AUTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": _AUTH_PROPERTIES,
+    "default": {key: prop["default"] for key, prop in _AUTH_PROPERTIES.items()},
+}
 
 KERNEL_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -75,6 +170,11 @@ KERNEL_SCHEMA: dict[str, Any] = {
             "default": [],
             "description": "Origins allowed by CORS ('*' for any).",
         },
+        "gateway": GATEWAY_SCHEMA,
+        "auth": AUTH_SCHEMA,
+        "market_data": MARKET_DATA_SCHEMA,
+        "payments": PAYMENTS_SCHEMA,
+        "trading": TRADING_SCHEMA,
     },
 }
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from brokerkernel.kernel.clock import MarketClock
     from brokerkernel.kernel.pricing import Quote
+    from brokerkernel.kernel.risk.rules import TickRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,17 @@ class SymbolTerms:
     """An instrument's terms for one group, after group overrides (null inherits).
 
     Prices in quote currency; ``spread_markup_pips`` in pips of ``pip_size``;
-    volumes in lots; ``margin_rate`` a fraction of notional (0.01 = 1%).
+    volumes in lots; ``margin_rate`` a fraction of notional (0.01 = 1%), capped by
+    the account's leverage on the leveraged modes (:mod:`brokerkernel.kernel.trading.margin`).
+    ``calc_mode`` is an MT5 calculation mode: FOREX, FOREX_NO_LEVERAGE, CFD,
+    CFDLEVERAGE, CFDINDEX (needs ``tick_size`` and ``tick_price``) or FUTURES (needs
+    those and ``initial_margin``, per lot in the profit currency); ``tick_price`` is
+    the value of one ``tick_size`` move of one lot in the profit currency.
+    ``commission_type`` / ``commission_value`` are the group override's, else the
+    group's (seed section 16). ``swap_type`` (points, percent or money),
+    ``swap_long`` and ``swap_short`` are the group's swap-config rates, else the
+    instrument's, before the group's multiplier; ``swap_triple_day`` is the weekday
+    (``monday`` .. ``sunday``) charged three nights, None for none (DOMAIN.md, swaps).
     """
 
     symbol: str
@@ -100,6 +111,15 @@ class SymbolTerms:
     quote_currency: str
     profit_currency: str
     tradeability: str = "tradable"
+    tick_size: Decimal | None = None
+    tick_price: Decimal | None = None
+    initial_margin: Decimal | None = None
+    commission_type: str | None = None
+    commission_value: Decimal | None = None
+    swap_type: str = "points"
+    swap_long: Decimal = Decimal(0)
+    swap_short: Decimal = Decimal(0)
+    swap_triple_day: str | None = "wednesday"
 
 
 # --- execution ---------------------------------------------------------------------
@@ -184,25 +204,152 @@ class PreTradeRule(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RiskRule:
-    """A pre-trade check (and, from the risk engine on, per-tick account checks)."""
+    """A pre-trade check run before every market deal (per-tick checks: AccountRule)."""
 
     name: str
     factory: Callable[[PluginContext], PreTradeRule]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRule:
+    """A per-tick account rule of the risk engine (prop-firm daily-loss / max-loss
+    floors, profit targets, ...): the factory builds a
+    :class:`~brokerkernel.kernel.risk.rules.TickRule` whose ``name`` equals ``name``;
+    it turns each account into equity levels the engine watches on every tick."""
+
+    name: str
+    factory: Callable[[PluginContext], TickRule]
 
 
 # --- money, KYC, messaging, prop firms (factories return provider clients) ----------
 
 
 @dataclass(frozen=True, slots=True)
+class CashierRequest:
+    """A cashier session to open for one transaction (seed section 9).
+
+    ``cashier_id`` is the kernel's order id, stored on the transaction and echoed back
+    by the provider; ``direction`` "deposit" or "withdrawal"; ``amount`` in
+    ``currency`` (major units, Decimal); ``customer_id`` identifies the trader without
+    PII (Praxis ``cid``); ``country`` ISO 3166-1 alpha-2; ``locale`` e.g. "en-GB".
+    """
+
+    cashier_id: str
+    direction: str
+    amount: Decimal
+    currency: str
+    login: int
+    customer_id: str
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    country: str | None = None
+    phone: str | None = None
+    locale: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class CashierSession:
+    """An opened cashier session: what the front end needs to show the cashier.
+
+    ``redirect_url`` for redirect gateways; ``token`` for embedded ones (BridgerPay's
+    cashier token, Stripe's client secret); ``reference`` the provider's id of the
+    payment (Stripe PaymentIntent id), when it has one; ``details`` further public
+    values (script URL, cashier key, publishable key).
+    """
+
+    reference: str | None = None
+    redirect_url: str | None = None
+    token: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUpdate:
+    """A provider-agnostic payment status: the seed's ``{cashier_id, status,
+    gateway_payload}`` (section 8, payment-callback).
+
+    ``status`` is a transaction status (PENDING, IN_PROGRESS, PROCESSING, APPROVED,
+    DECLINE, REJECT), or CHARGEBACK / REFUND against an approved deposit;
+    ``amount``/``currency`` what the provider processed (REFUND: the amount refunded),
+    None when it does not say; ``reference`` the provider's transaction id.
+    """
+
+    cashier_id: str
+    status: str
+    gateway_payload: Mapping[str, Any] = field(default_factory=dict)
+    reference: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """The HTTP answer a provider expects to an accepted webhook (e.g. Praxis's signed
+    ``{"status": 0, ...}``)."""
+
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: int = 200
+
+
+class CallbackRejected(Exception):
+    """A webhook that fails verification: missing, tampered or stale signature, or a
+    body that is not the provider's format. Nothing is applied; answered 400."""
+
+
+class GatewayError(Exception):
+    """The provider refused or failed a request (or the gateway lacks the operation);
+    the message is safe to show to staff."""
+
+
+class Gateway(Protocol):
+    """A payment provider client built by a :class:`PaymentGateway` factory.
+
+    The kernel owns the money: a gateway only talks to its provider and translates
+    its wire format into :class:`PaymentUpdate` values.
+    """
+
+    def public_config(self) -> Mapping[str, Any]:
+        """Values the cashier front end needs (no secrets), shown by gateway resolve."""
+
+    async def create_session(self, request: CashierRequest) -> CashierSession:
+        """Open a deposit or withdrawal session; raises GatewayError."""
+
+    async def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> PaymentUpdate | None:
+        """Verify a webhook on its raw body and translate it; None when it carries no
+        payment status the kernel acts on. Raises CallbackRejected (or GatewayError
+        when confirming it with the provider fails)."""
+
+    async def query_status(self, cashier_id: str, reference: str | None) -> PaymentUpdate | None:
+        """The provider's current status of a payment; None when it does not know it."""
+
+    async def refund(
+        self, reference: str, amount: Decimal, currency: str, idempotency_key: str
+    ) -> PaymentUpdate:
+        """Refund ``amount`` (``currency``, major units) of the payment ``reference``.
+        ``idempotency_key`` is the refund's own cashier id: send it as the provider's
+        idempotency key and echo it as the ``cashier_id`` of the result and of later
+        callbacks. Raises GatewayError (also when the provider's API has no refunds)."""
+
+    def acknowledge(self) -> WebhookReply:
+        """The answer to a webhook that was verified and recorded."""
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentGateway:
     """A payment provider: creates deposit/withdrawal sessions, verifies callbacks.
 
-    ``kind`` is ``"redirect"`` or ``"embed"`` (how the cashier front end shows it).
+    ``factory`` builds a :class:`Gateway`. ``kind`` is ``"redirect"`` or ``"embed"``
+    (how the cashier front end shows it); ``title`` the name shown to staff;
+    ``directions`` what it can process ("deposit", "withdrawal").
     """
 
     name: str
-    factory: Callable[[PluginContext], Any]
+    factory: Callable[[PluginContext], Gateway]
     kind: str = "redirect"
+    title: str = ""
+    directions: tuple[str, ...] = ("deposit", "withdrawal")
 
 
 @dataclass(frozen=True, slots=True)

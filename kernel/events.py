@@ -70,11 +70,16 @@ class DomainEvent:
         )
 
 
+def event_row(type_: str, payload: dict[str, Any], occurred_at: datetime) -> dict[str, Any]:
+    """The ``outbox_events`` values of one event (for writers that insert in bulk)."""
+    return {"id": new_id(), "type": type_, "payload": payload, "occurred_at": occurred_at}
+
+
 def record_event(
     session: AsyncSession, type_: str, payload: dict[str, Any], occurred_at: datetime
 ) -> None:
     """Stage an event in the caller's unit of work (it commits with the change)."""
-    session.add(OutboxEvent(id=new_id(), type=type_, payload=payload, occurred_at=occurred_at))
+    session.add(OutboxEvent(**event_row(type_, payload, occurred_at)))
 
 
 async def dispatch(handlers: Sequence[EventHandler], event: DomainEvent) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import pluggy
 
 from brokerkernel.kernel.descriptors import (
+    AccountRule,
     ExecutionVenue,
     HttpRoutes,
     KycProvider,
@@ -87,12 +88,28 @@ def broker_register_risk_rules() -> Iterable[RiskRule]:
     raise NotImplementedError
 
 
+@hookspec
+def broker_register_account_rules() -> Iterable[AccountRule]:
+    """Per-tick account rules of the risk engine (prop-firm floors, targets, ...).
+
+    Called once at startup. The kernel builds each rule and hands it to the risk engine
+    next to the built-in stop-out and margin-call rules; the rule turns an account into
+    equity levels (:mod:`brokerkernel.kernel.risk.rules`) whenever the account changes,
+    the engine compares them with live equity on every tick and emits a crossing per
+    level passed.
+    """
+    raise NotImplementedError
+
+
 # --- money, KYC, messaging, prop firms ------------------------------------------------
 
 
 @hookspec
 def broker_register_payment_gateways() -> Iterable[PaymentGateway]:
-    """Payment gateways (cashier sessions, callback verification, status queries)."""
+    """Payment gateways: each descriptor's factory builds a
+    :class:`~brokerkernel.kernel.descriptors.Gateway` (cashier sessions, webhook
+    verification into provider-agnostic ``PaymentUpdate`` values, status queries,
+    refunds). The kernel's payment service owns routing, transactions and the money."""
     raise NotImplementedError
 
 

@@ -82,6 +82,7 @@ REGISTRY_HOOKS: dict[str, tuple[str, type[Any], str]] = {
     "broker_register_quote_adjusters": ("quote_adjusters", d.QuoteAdjuster, "quote adjuster"),
     "broker_register_execution_venues": ("execution_venues", d.ExecutionVenue, "execution venue"),
     "broker_register_risk_rules": ("risk_rules", d.RiskRule, "risk rule"),
+    "broker_register_account_rules": ("account_rules", d.AccountRule, "account rule"),
     "broker_register_payment_gateways": ("payment_gateways", d.PaymentGateway, "payment gateway"),
     "broker_register_kyc_providers": ("kyc_providers", d.KycProvider, "KYC provider"),
     "broker_register_messaging_channels": (
@@ -106,6 +107,7 @@ class Registries:
         default_factory=lambda: Registry("execution venue")
     )
     risk_rules: Registry[d.RiskRule] = field(default_factory=lambda: Registry("risk rule"))
+    account_rules: Registry[d.AccountRule] = field(default_factory=lambda: Registry("account rule"))
     payment_gateways: Registry[d.PaymentGateway] = field(
         default_factory=lambda: Registry("payment gateway")
     )

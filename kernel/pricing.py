@@ -9,9 +9,11 @@ the subscribers (risk engine, bar builder, streams) directly, with no pluggy in 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import pairwise
 
 from brokerkernel.kernel.clock import MarketClock
 
@@ -106,14 +108,57 @@ class ConversionUnavailable(LookupError):
     """No quote links the two currencies (directly, inverted, or through USD)."""
 
 
+def currency_pair(symbol: str) -> tuple[str, str] | None:
+    """``("EUR", "USD")`` for a six-letter pair symbol such as ``EURUSD`` (metals and
+    crypto too: ``XAUUSD``, ``BTCUSD``); None for any other symbol."""
+    if len(symbol) == 6 and symbol.isalpha() and symbol.isupper():
+        return symbol[:3], symbol[3:]
+    return None
+
+
+def currency_chain(symbols: Iterable[str], source: str, target: str) -> list[str] | None:
+    """The shortest chain of currencies from ``source`` to ``target`` in which each
+    neighbouring two are a quoted pair among ``symbols`` (breadth-first, neighbours in
+    name order); None when no chain exists."""
+    links: dict[str, set[str]] = {}
+    for symbol in symbols:
+        pair = currency_pair(symbol)
+        if pair is not None:
+            links.setdefault(pair[0], set()).add(pair[1])
+            links.setdefault(pair[1], set()).add(pair[0])
+    previous: dict[str, str] = {source: source}
+    queue = deque([source])
+    while queue:
+        currency = queue.popleft()
+        if currency == target:
+            path = [target]
+            while path[-1] != source:
+                path.append(previous[path[-1]])
+            return path[::-1]
+        for neighbour in sorted(links.get(currency, ())):
+            if neighbour not in previous:
+                previous[neighbour] = currency
+                queue.append(neighbour)
+    return None
+
+
+def significant(value: Decimal, digits: int) -> Decimal:
+    """``value`` rounded half-even to ``digits`` significant digits (zero stays zero)."""
+    if not value:
+        return value
+    return value.quantize(Decimal(1).scaleb(value.adjusted() - digits + 1), ROUND_HALF_EVEN)
+
+
 class FxConverter:
     """Converts amounts between currencies with the quotes in a :class:`QuoteBook`.
 
     A pair quoted ``BASEQUOTE`` (e.g. ``EURUSD``) converts BASE→QUOTE by multiplying and
     QUOTE→BASE by dividing; when no direct pair exists the conversion crosses through
-    USD. ``side`` is ``"mid"`` or ``"bid_ask"``; with ``"bid_ask"`` the rate that is
-    less favourable to the account is used (bid when selling the source currency).
-    The side is a broker choice (DOMAIN.md: bid for profit / ask for loss, or mid).
+    USD, and failing that through the shortest chain of quoted pairs (e.g. GBP→JPY via
+    ``EURGBP`` and ``EURJPY``). ``side`` is ``"mid"`` or ``"bid_ask"``; with
+    ``"bid_ask"`` the rate that is less favourable to the account is used (bid when
+    selling the source currency). The side is a broker choice (DOMAIN.md: bid for
+    profit / ask for loss, or mid).
     """
 
     def __init__(self, book: QuoteBook, side: str = "mid") -> None:
@@ -132,10 +177,32 @@ class FxConverter:
             from_usd = self._pair_rate("USD", target)
             if to_usd is not None and from_usd is not None:
                 return to_usd * from_usd
-        raise ConversionUnavailable(f"no quote converts {source} to {target}")
+        path = self._path(source, target)
+        if path is None:
+            raise ConversionUnavailable(f"no quote converts {source} to {target}")
+        result = Decimal(1)
+        for step_from, step_to in pairwise(path):
+            step = self._pair_rate(step_from, step_to)
+            assert step is not None  # every link of the path is a quoted pair
+            result *= step
+        return result
 
     def convert(self, amount: Decimal, source: str, target: str) -> Decimal:
         return amount * self.rate(source, target)
+
+    def rates_from(self, base: str, currencies: Iterable[str]) -> dict[str, Decimal]:
+        """Units of each currency per one ``base`` (e.g. the USD-based rate table of seed
+        section 14); currencies no quote reaches are left out."""
+        rates: dict[str, Decimal] = {}
+        for currency in currencies:
+            try:
+                rates[currency] = self.rate(base, currency)
+            except ConversionUnavailable:
+                continue
+        return rates
+
+    def _path(self, source: str, target: str) -> list[str] | None:
+        return currency_chain((quote.symbol for quote in self._book.all()), source, target)
 
     def _pair_rate(self, source: str, target: str) -> Decimal | None:
         quote = self._book.get(source + target)

@@ -14,18 +14,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from brokerkernel.kernel.cache import Cache, MemoryCache, RedisCache
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.config import ConfigError
 from brokerkernel.kernel.descriptors import Adjuster, Feed, PluginContext, PreTradeRule, Venue
 from brokerkernel.kernel.events import EventBus, InProcessBus, OutboxRelay, RedisStreamBus
+from brokerkernel.kernel.identity.service import Identity
+from brokerkernel.kernel.marketdata.service import MarketData
+from brokerkernel.kernel.money.payments import EnabledGateway, PaymentService
+from brokerkernel.kernel.money.transactions import TransactionService
 from brokerkernel.kernel.plugins import PluginManager
 from brokerkernel.kernel.pricing import FxConverter, QuoteBook
+from brokerkernel.kernel.risk.engine import RiskEngine
+from brokerkernel.kernel.risk.rules import MarginCallRule, StopOutRule
 from brokerkernel.kernel.security import TokenIssuer, load_or_create_secret
 from brokerkernel.kernel.storage.db import Database, default_sqlite_url
 from brokerkernel.kernel.storage.ids import IdAllocator
+from brokerkernel.kernel.trading.config import zone_error
+from brokerkernel.kernel.trading.riskfeed import tick_subscriber
 from brokerkernel.kernel.trading.service import TradingService
-from brokerkernel.kernel.trading.transactions import TransactionService
+from brokerkernel.kernel.trading.terms import TermsCache
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +115,21 @@ class Kernel:
             self.bus: EventBus = RedisStreamBus(self.cache.redis)
         else:
             self.bus = InProcessBus()
+        self.terms = TermsCache(
+            self.db, self.cache.redis if isinstance(self.cache, RedisCache) else None
+        )
         self.relay = OutboxRelay(self.db, self.bus, self.clock)
         self.db.after_commit(self.relay.wake)
         self.tokens = TokenIssuer(
             load_or_create_secret(kernel_config["jwt_secret"], settings.var_dir)
+        )
+        self.identity = Identity(
+            self.db,
+            self.cache,
+            self.clock,
+            self.tokens,
+            kernel_config["auth"],
+            kernel_config["gateway"],
         )
         self.feeds: dict[str, Feed] = {}
         self._feed_tasks: list[asyncio.Task[None]] = []
@@ -124,7 +145,13 @@ class Kernel:
             (item.descriptor.name, self._build(item))
             for item in sorted(self.plugins.registries.risk_rules, key=lambda r: r.descriptor.name)
         ]
-        workers = settings.order_workers or (1 if self.db.is_sqlite else 8)
+        # Order workers share this process's event loop: more shards only overlap
+        # database round trips, and smaller batches cost more (bench_orders.py).
+        workers = settings.order_workers or (1 if self.db.is_sqlite else 2)
+        trading_config = kernel_config["trading"]
+        zone_problem = zone_error(trading_config)
+        if zone_problem is not None:
+            raise ConfigError([f"{settings.config_path}: [kernel.trading] {zone_problem}"])
         self.trading = TradingService(
             db=self.db,
             cache=self.cache,
@@ -135,11 +162,50 @@ class Kernel:
             venue=venue,
             adjusters=adjusters,
             rules=rules,
+            terms=self.terms,
             request_ttl_s=kernel_config["order_request_ttl_s"],
             workers=workers,
+            fx_conversion=kernel_config["fx_conversion"],
+            batch_size=trading_config["batch_size"],
+            rollover_time=trading_config["rollover_time"],
+            rollover_timezone=trading_config["rollover_timezone"],
         )
+        # The risk engine marks every position on each tick; its stop-out and margin
+        # call crossings (and those of plugins' account rules) go to the trading service.
+        self.risk = RiskEngine(
+            [
+                StopOutRule(),
+                MarginCallRule(),
+                *(self._build(item) for item in self.plugins.registries.account_rules),
+            ],
+            fx_conversion=kernel_config["fx_conversion"],
+            exact_equity=self.trading.exact_equity,
+            sink=self.trading.on_crossing,
+        )
+        self.trading.attach_risk_engine(self.risk)
+        self.quotes.subscribe(tick_subscriber(self.risk))
         self.transactions = TransactionService(self.db, self.clock, self.fx, self.trading)
+        self.market_data = MarketData(self)
+        self.payments = PaymentService(
+            self.db,
+            self.clock,
+            self.transactions,
+            {
+                item.descriptor.name: EnabledGateway(item.descriptor, self._build(item))
+                for item in self.plugins.registries.payment_gateways
+            },
+            kernel_config["payments"]["default_gateway"],
+            self.plugins.enabled,
+        )
+        self._http: aiohttp.ClientSession | None = None
         self.started = False
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The process's shared HTTP client for connectors (open from start to stop)."""
+        if self._http is None:
+            raise RuntimeError("the kernel is not started")
+        return self._http
 
     def context(self, plugin: str) -> PluginContext:
         """The factory context of ``plugin`` (its validated config and the kernel)."""
@@ -155,18 +221,34 @@ class Kernel:
         if self.settings.redis_url is not None and not await self.cache.ping():
             raise ConnectionError(f"Redis at {self.settings.redis_url} is not reachable")
         self.bus.subscribe(self._fan_out_event)
+        self.bus.subscribe(self.terms.on_event)
+        self.bus.subscribe(self.trading.on_event)
         await self.bus.start()
         await self.relay.start()
+        await self.identity.start()
+        await self.terms.start()
         await self.trading.start()
         for item in self.plugins.registries.price_feeds:
             self.feeds[item.descriptor.name] = self._build(item)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         await self.plugins.notify("broker_on_startup", kernel=self)
-        if self.settings.start_feeds:
-            for name, feed in self.feeds.items():
-                self._feed_tasks.append(
-                    asyncio.create_task(self._run_feed(name, feed), name=f"feed-{name}")
-                )
+        # Bars, outages, cluster; the process that leads the feeds starts them here.
+        await self.market_data.start()
         self.started = True
+
+    def start_feeds(self) -> None:
+        """Run every price feed as a task (in the process that leads the feeds)."""
+        for name, feed in self.feeds.items():
+            self._feed_tasks.append(
+                asyncio.create_task(self._run_feed(name, feed), name=f"feed-{name}")
+            )
+
+    async def stop_feeds(self) -> None:
+        """Cancel the feed tasks (shutdown, or feed leadership lost)."""
+        for task in self._feed_tasks:
+            task.cancel()
+        await asyncio.gather(*self._feed_tasks, return_exceptions=True)
+        self._feed_tasks = []
 
     async def _run_feed(self, name: str, feed: Feed) -> None:
         try:
@@ -182,15 +264,18 @@ class Kernel:
 
     async def stop(self) -> None:
         """Stop feeds, drain orders and events, close storage (reverse of start)."""
-        for task in self._feed_tasks:
-            task.cancel()
-        await asyncio.gather(*self._feed_tasks, return_exceptions=True)
-        self._feed_tasks = []
+        await self.stop_feeds()
         if self.started:
+            await self._stop_step("market data", self.market_data.stop())
             await self._stop_step("order workers", self.trading.stop())
+            await self._stop_step("terms cache", self.terms.stop())
             await self._stop_step("plugins", self.plugins.notify("broker_on_shutdown", kernel=self))
+            await self._stop_step("identity", self.identity.stop())
             await self._stop_step("outbox relay", self.relay.stop())
             await self._stop_step("event bus", self.bus.stop())
+        if self._http is not None:
+            await self._stop_step("http client", self._http.close())
+            self._http = None
         await self._stop_step("cache", self.cache.close())
         await self._stop_step("database", self.db.dispose())
         self.started = False

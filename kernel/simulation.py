@@ -337,6 +337,7 @@ class ApiClient:
             "POST", "/api/admin/auth/refresh", body={"refresh_token": auth.refresh_token}
         )
         auth.access_token = payload["access_token"]
+        auth.refresh_token = payload["refresh_token"]  # rotated on every use
 
 
 def _dec(value: Any) -> Decimal:
@@ -788,6 +789,10 @@ def _plugins_toml(data_dir: Path, symbols: Sequence[str], day: date) -> str:
             "[plugins.spread_markup]",
             "",
             "[plugins.margin]",
+            "",
+            "[kernel.gateway]",  # a load generator: no per-user or per-IP login limits
+            "rate_limit_per_user = 0",
+            "rate_limit_auth_per_ip = 0",
             "",
         ]
     )

@@ -24,12 +24,12 @@ ADMIN_EMAIL = "admin@broker.test"
 ADMIN_PASSWORD = "Admin-Pass-123"
 
 
-def write_config(path: Path, market_data_dir: Path, extra: str = "") -> Path:
+def write_config(path: Path, market_data_dir: Path, extra: str = "", clock: str = "replay") -> Path:
     path.write_text(
         f"""
 [kernel]
 execution_venue = "bbook"
-clock = "replay"
+clock = "{clock}"
 jwt_secret = "{JWT_SECRET}"
 
 [plugins.replay]
@@ -41,6 +41,7 @@ speed = "max"
 [plugins.bbook]
 [plugins.spread_markup]
 [plugins.margin]
+[plugins.manual]
 {extra}
 """
     )
@@ -48,9 +49,17 @@ speed = "max"
 
 
 def make_kernel(
-    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    clock: str = "replay",
+    extra: str = "",
 ) -> Kernel:
-    config = write_config(tmp_path / "plugins.toml", market_data_dir)
+    """A kernel with feeds not started; ``clock`` is the feed driving market time
+    (``"replay"``: :func:`tick`; ``"manual"``: :func:`manual_quote` times); ``extra``
+    is appended to ``plugins.toml`` (more plugin sections)."""
+    config = write_config(tmp_path / "plugins.toml", market_data_dir, extra, clock=clock)
     settings = Settings(
         config_path=config,
         database_url=database_url,
@@ -134,6 +143,27 @@ async def market_order(
     await kernel.trading.idle()
     response = await client.get(
         f"/api/customer/orders/request/{queued['request_id']}", headers=headers
+    )
+    assert response.status == 200, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def manual_quote(
+    client: TestClient[Any, Any],
+    staff: dict[str, str],
+    symbol: str,
+    bid: str,
+    ask: str,
+    time: str | None = None,
+) -> dict[str, Any]:
+    """Set a quote over HTTP with the manual pricing plugin (``time``: ISO 8601 UTC,
+    only with ``clock="manual"``); returns the price body."""
+    body = f'{{"bid": {bid}, "ask": {ask}' + (f', "time": "{time}"}}' if time else "}")
+    response = await client.post(
+        f"/api/platform/prices/{symbol}",
+        data=body,
+        headers={**staff, "Content-Type": "application/json"},
     )
     assert response.status == 200, await response.text()
     result: dict[str, Any] = await response.json()

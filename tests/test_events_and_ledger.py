@@ -11,9 +11,9 @@ from sqlalchemy import select
 from support import deposit, market_order, register_trader
 
 from brokerkernel.kernel.events import DomainEvent
+from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import LedgerEvent
-from brokerkernel.kernel.trading.transactions import ManualTransaction
 
 Client = TestClient[Any, Any]
 
@@ -68,7 +68,7 @@ async def test_concurrent_deposits_keep_the_sequence_and_running_totals(
     await asyncio.gather(
         *(
             kernel.transactions.create_manual(
-                ManualTransaction("DEPOSIT", login, amount, "USD", "APPROVED"), created_by="test"
+                TransactionRequest("DEPOSIT", login, amount, "USD", "APPROVED"), created_by="test"
             )
             for amount in amounts
         )

@@ -26,6 +26,7 @@ from brokerkernel.kernel.storage.seed import (
 )
 
 KERNEL_TABLES = {
+    # 0001 kernel baseline
     "customers",
     "group_instruments",
     "groups",
@@ -38,8 +39,40 @@ KERNEL_TABLES = {
     "trade_history",
     "trading_accounts",
     "transactions",
+    # 0002 identity
+    "auth_refresh_tokens",
+    "auth_sessions",
+    "broker_tenants",
+    "partner_clients",
+    "password_reset_tokens",
+    "permissions",
+    "staff_backup_codes",
+    "staff_totp",
+    "team_permission_overrides",
+    "teams",
+    # 0003 money
+    "broker_settings",
+    "payment_callbacks",
+    "payment_routes",
+    "withdrawal_approval_rules",
+    # 0005 market data
+    "price_bars",
+    "price_outages",
+    # 0007 trading core
+    "audit_log",
+    "pending_orders",
+    "stopout_events",
 }
-SEEDED_COUNTS = {"instruments": 5, "roles": 3, "groups": 1}
+SEEDED_COUNTS = {
+    "instruments": 5,
+    "roles": 6,
+    "groups": 1,
+    "permissions": 25,
+    "broker_settings": 1,
+    "broker_tenants": 1,
+    "withdrawal_approval_rules": 3,
+}
+HEAD = "0007"
 POSTGRESQL_SEQUENCES = {"trading_account_login_seq": 10001, "position_ticket_seq": 100001}
 
 
@@ -102,19 +135,20 @@ async def _assert_migrated_baseline(url: str) -> None:
                 assert _as_utc(getattr(group, column)) == expected, column
 
             roles = {row.name: row for row in (await session.scalars(sa.select(Role))).all()}
-            assert set(roles) == {"admin", "dealer", "support"}
+            assert set(roles) == {"admin", "dealer", "support", "agent", "manager", "compliance"}
             assert roles["admin"].display_name == "Administrator"
-            assert roles["admin"].permissions == list(PERMISSIONS)
+            # later revisions grant the admin the permissions they add
+            assert set(PERMISSIONS) <= set(roles["admin"].permissions)
             for seeded in ROLES:
                 assert roles[seeded["name"]].id == seeded["id"]
-                assert roles[seeded["name"]].permissions == seeded["permissions"]
+                assert set(seeded["permissions"]) <= set(roles[seeded["name"]].permissions)
 
         # The next role id follows the seeded ones (PostgreSQL: the sequence was moved).
         async with database.transaction() as session:
             role = Role(name="auditor", display_name="Auditor", permissions=["view_audit"])
             session.add(role)
             await session.flush()
-            assert role.id == len(ROLES) + 1
+            assert role.id == SEEDED_COUNTS["roles"] + 1
             await session.delete(role)
     finally:
         await database.dispose()
@@ -135,11 +169,11 @@ async def _assert_empty(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     url = empty_database_url
     assert migrate.current(url) is None
-    assert migrate.head_revisions() == ("0001",)
+    assert migrate.head_revisions() == (HEAD,)
 
     # Called directly inside the running event loop: migrate isolates itself in a thread.
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     await _assert_migrated_baseline(url)
 
     await asyncio.to_thread(migrate.downgrade, url, "base")
@@ -147,7 +181,7 @@ async def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     await _assert_empty(url)
 
     await asyncio.to_thread(migrate.upgrade, url, "head")
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     await _assert_migrated_baseline(url)
 
 

@@ -45,6 +45,10 @@ FIRST_PARTY = {
     "margin": "brokerkernel.rules.margin",
     "replay": "brokerkernel.plugins.replay",
     "spread_markup": "brokerkernel.plugins.spread_markup",
+    "manual": "brokerkernel.plugins.manual",
+    "praxis": "brokerkernel.connectors.praxis",
+    "bridgerpay": "brokerkernel.connectors.bridgerpay",
+    "stripe": "brokerkernel.connectors.stripe",
 }
 
 WriteConfig = Callable[[str], Path]
@@ -282,16 +286,35 @@ def test_first_party_plugins_come_through_the_installed_entry_points(
         [plugins.bbook]
         [plugins.spread_markup]
         [plugins.margin]
+        [plugins.manual]
+        [plugins.praxis]
+        merchant_id = "m"
+        application_key = "a"
+        merchant_secret = "s"
+        notification_url = "https://broker.test/webhooks/praxis"
+        return_url = "https://broker.test/"
+        [plugins.bridgerpay]
+        user_name = "u"
+        password = "p"
+        api_key = "k"
+        cashier_key = "c"
+        [plugins.stripe]
+        secret_key = "sk_test_1"
+        webhook_secret = "whsec_1"
+        publishable_key = "pk_test_1"
         """
     )
     manager = PluginManager.load(path, env={})  # entry_points=None: importlib.metadata
-    assert manager.enabled == ["bbook", "margin", "replay", "spread_markup"]
+    assert manager.enabled == sorted(FIRST_PARTY)
     registries = manager.registries
     assert registries.price_feeds["replay"].plugin == "replay"
     assert registries.price_feeds["replay"].descriptor.drives_clock is True
     assert registries.execution_venues["bbook"].plugin == "bbook"
     assert registries.quote_adjusters["group_spread_markup"].plugin == "spread_markup"
     assert registries.risk_rules["margin"].plugin == "margin"
+    assert registries.price_feeds["manual"].descriptor.drives_clock is True
+    assert registries.routes["manual_prices"].plugin == "manual"
+    assert registries.payment_gateways.names() == ["bridgerpay", "praxis", "stripe"]
 
     infos = {info.name: info for info in list_plugins(path)}
     for name, target in FIRST_PARTY.items():

@@ -14,9 +14,10 @@ from support import (
     register_trader,
     tick,
 )
+from trading_support import add_instrument, override
 
 from brokerkernel.kernel.runtime import Kernel
-from brokerkernel.kernel.storage.models import Group, GroupInstrument, LedgerEvent, OutboxEvent
+from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent
 
 Client = TestClient[Any, Any]
 
@@ -47,10 +48,7 @@ async def test_buy_fills_at_ask_and_sell_at_bid_of_the_known_tick(
 async def test_group_spread_markup_widens_fills_by_half_the_markup_each_side(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
-    async with kernel.db.transaction() as session:
-        group_id = await session.scalar(select(Group.id).where(Group.name == "standard"))
-        assert group_id is not None
-        session.add(GroupInstrument(group_id=group_id, symbol="EURUSD", spread=Decimal("2")))
+    await override(client, staff, "EURUSD", spread=Decimal("2"))
     login, trader = await register_trader(client, "markup@test.io")
     await deposit(client, staff, login, "10000")
 
@@ -97,32 +95,7 @@ async def test_gbpusd_margin_matches_the_domain_worked_example(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
     """DOMAIN.md (mql5.com forum 2271): 5 lots GBPUSD at 1.58772, 1:100 -> 7,938.60 USD."""
-    async with kernel.db.transaction() as session:
-        session.add(
-            __import__("brokerkernel.kernel.storage.models", fromlist=["Instrument"]).Instrument(
-                symbol="GBPUSD_X",
-                display_name="GBPUSD test",
-                category="forex",
-                asset_class="forex_majors",
-                calc_mode="FOREX",
-                base_currency="GBP",
-                quote_currency="USD",
-                profit_currency="USD",
-                digits=5,
-                pip_size=Decimal("0.0001"),
-                contract_size=Decimal("100000"),
-                min_lot=Decimal("0.01"),
-                max_lot=Decimal("100"),
-                lot_step=Decimal("0.01"),
-                margin_rate=Decimal("0.01"),
-                spread=Decimal("0"),
-                stale_threshold_ms=10_000,
-                is_active=True,
-                is_enabled=True,
-                provider="test",
-                created_at=kernel.clock.now(),
-            )
-        )
+    await add_instrument(client, staff, symbol="GBPUSD_X")
     tick(kernel, "GBPUSD_X", "1.58772", "1.58772", DAY_START_MS + 8000)
     login, trader = await register_trader(client, "gbp@test.io")
     await deposit(client, staff, login, "10000.00")
@@ -349,7 +322,15 @@ async def test_deposit_with_more_decimals_than_the_currency_is_refused(
 
     assert (response.status, await response.json()) == (
         422,
-        {"detail": "amount has more decimals than USD allows"},
+        {
+            "detail": [
+                {
+                    "loc": ["body", "amount"],
+                    "msg": "has more decimals than USD allows (2)",
+                    "type": "decimalPlaces",
+                }
+            ]
+        },
     )
     state = await kernel.trading.account_state(login)
     assert state is not None and state["balance"] == 0

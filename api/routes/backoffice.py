@@ -1,21 +1,40 @@
-"""Ledger queries and manual transactions (seed sections 7, 8)."""
+"""Financial ledger, account balances and transactions (seed sections 6, 7 and 8).
+
+Every money change goes through :mod:`brokerkernel.kernel.money.transactions`; these
+handlers validate the request (422 listing every field error), check the seed's
+permission and shape the answer. Beyond the seed: ``POST .../{id}/refund`` refunds an
+approved deposit through the gateway that took it, ``POST .../{id}/reconcile`` asks
+the gateway for the status of a cashier transaction and applies it.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
 from brokerkernel.api import validation
-from brokerkernel.api.auth import require_staff
+from brokerkernel.api.auth import require_account_access, require_staff
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.kernel.storage.models import LedgerEvent, TradingAccount
-from brokerkernel.kernel.trading.transactions import MOVEMENTS, ManualTransaction
+from brokerkernel.kernel.money.models import PaymentCallback
+from brokerkernel.kernel.money.reports import derived_balance, ledger_summary
+from brokerkernel.kernel.money.transactions import (
+    CHARGEBACK,
+    SOURCES,
+    STATUSES,
+    TYPES,
+    Actor,
+    TransactionRequest,
+)
+from brokerkernel.kernel.storage.models import LedgerEvent, TradingAccount, Transaction
 
 if TYPE_CHECKING:
     from brokerkernel.api.app import Router
@@ -52,50 +71,6 @@ LEDGER_FIELDS = (
     "idempotency_key",
     "created_at",
 )
-DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
-MANUAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "amount", "currency"],
-    "properties": {
-        "type": {"enum": sorted(MOVEMENTS)},
-        "account_id": {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36},
-        "login": {"type": "integer", "minimum": 1},
-        "amount": {
-            "anyOf": [
-                {"type": "string", "pattern": DECIMAL_TEXT},
-                {"type": "number"},
-            ]
-        },
-        "currency": {"type": "string", "pattern": "^[A-Z]{3,4}$"},
-        "account_amount": {
-            "anyOf": [
-                {"type": "string", "pattern": DECIMAL_TEXT},
-                {"type": "number"},
-                {"type": "null"},
-            ]
-        },
-        "usd_amount": {
-            "anyOf": [
-                {"type": "string", "pattern": DECIMAL_TEXT},
-                {"type": "number"},
-                {"type": "null"},
-            ]
-        },
-        "exchange_rate_usd": {
-            "anyOf": [
-                {"type": "string", "pattern": DECIMAL_TEXT},
-                {"type": "number"},
-                {"type": "null"},
-            ]
-        },
-        "gate_name": {"type": ["string", "null"], "maxLength": 64},
-        "proof_reference": {"type": ["string", "null"], "maxLength": 128},
-        "comment": {"type": ["string", "null"], "maxLength": 2000},
-        "status": {"enum": ["PENDING", "APPROVED"], "default": "PENDING"},
-    },
-    "oneOf": [{"required": ["account_id"]}, {"required": ["login"]}],
-    "additionalProperties": False,
-}
 TRANSACTION_FIELDS = (
     "id",
     "account_id",
@@ -112,11 +87,108 @@ TRANSACTION_FIELDS = (
     "proof_reference",
     "comment",
     "cashier_id",
+    "gateway_reference",
+    "original_transaction_id",
+    "reason",
     "created_by",
     "approved_by",
+    "declined_by",
+    "deleted_by",
     "created_at",
     "updated_at",
 )
+CALLBACK_FIELDS = ("id", "gateway", "status", "outcome", "payload", "received_at")
+PENDING_APPROVAL_LIMIT = 200
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+#: An amount as the seed writes it ("500.00") or as a JSON number (parsed exactly).
+MONEY: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^-?[0-9]{1,17}(\.[0-9]{1,10})?$"},
+        validation.decimal_schema(),
+    ]
+}
+OPTIONAL_MONEY: dict[str, Any] = {"anyOf": [*MONEY["anyOf"], {"type": "null"}]}
+_TRANSACTION_PROPERTIES: dict[str, Any] = {
+    "type": {"enum": list(TYPES)},
+    "account_id": {"type": "string", "pattern": UUID_PATTERN},
+    "login": {"type": "integer", "minimum": 1},
+    "amount": MONEY,
+    "currency": {"type": "string", "pattern": "^[A-Z]{3,4}$"},
+    "account_amount": OPTIONAL_MONEY,
+    "usd_amount": OPTIONAL_MONEY,
+    "exchange_rate_usd": OPTIONAL_MONEY,
+    "gate_name": {"type": ["string", "null"], "maxLength": 64},
+    "proof_reference": {"type": ["string", "null"], "maxLength": 128},
+    "comment": {"type": ["string", "null"], "maxLength": 2000},
+}
+MANUAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "amount", "currency"],
+    "properties": {
+        **_TRANSACTION_PROPERTIES,
+        "status": {"enum": ["PENDING", "APPROVED"], "default": "PENDING"},
+    },
+    "oneOf": [{"required": ["account_id"]}, {"required": ["login"]}],
+    "additionalProperties": False,
+}
+CASHIER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "amount", "currency", "cashier_id"],
+    "properties": {
+        **_TRANSACTION_PROPERTIES,
+        "type": {"enum": ["DEPOSIT", "WITHDRAWAL"]},
+        "cashier_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "gateway_reference": {"type": ["string", "null"], "maxLength": 128},
+        "status": {
+            "enum": ["PENDING", "IN_PROGRESS", "PROCESSING", "APPROVED"],
+            "default": "PENDING",
+        },
+    },
+    "oneOf": [{"required": ["account_id"]}, {"required": ["login"]}],
+    "additionalProperties": False,
+}
+REASON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reason": {"type": ["string", "null"], "maxLength": 2000}},
+    "additionalProperties": False,
+}
+CHARGEBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 2000}},
+    "additionalProperties": False,
+}
+REFUND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"amount": OPTIONAL_MONEY},
+    "additionalProperties": False,
+}
+
+
+def transaction_json(tx: Transaction) -> dict[str, Any]:
+    return {name: getattr(tx, name) for name in TRANSACTION_FIELDS}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _path_error(name: str, msg: str) -> ApiError:
+    return ApiError(422, [{"loc": ["path", name], "msg": msg, "type": "format"}])
+
+
+def _login(request: web.Request) -> int:
+    try:
+        return int(request.match_info["login"])
+    except ValueError as exc:
+        raise _path_error("login", "must be an integer") from exc
+
+
+def _tx_id(request: web.Request, name: str = "id") -> str:
+    value = request.match_info[name]
+    if not re.fullmatch(UUID_PATTERN, value):
+        raise _path_error(name, "must be a UUID")
+    return value
 
 
 def _date(request: web.Request, name: str) -> datetime | None:
@@ -136,103 +208,366 @@ def _date(request: web.Request, name: str) -> datetime | None:
     return value
 
 
-async def ledger(request: web.Request) -> web.Response:
-    """Ledger events of an account, newest first; filters event_type, from_date, to_date."""
-    require_staff(request, "view_customers")
-    try:
-        login = int(request.match_info["login"])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
-        ) from exc
-    limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
-    offset = validation.query_int(request, "offset", default=0, minimum=0)
-    event_type = request.query.get("event_type")
-    if event_type is not None and event_type not in LEDGER_TYPES:
+def _enum(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
         raise ApiError(
             422,
             [
                 {
-                    "loc": ["query", "event_type"],
-                    "msg": f"must be one of {', '.join(LEDGER_TYPES)}",
+                    "loc": ["query", name],
+                    "msg": f"must be one of {', '.join(allowed)}",
                     "type": "enum",
                 }
             ],
         )
+    return value
+
+
+def _staff(request: web.Request, permission: str) -> Actor:
+    who = require_staff(request, permission)
+    return Actor(who.subject, who.role)
+
+
+async def _account(request: web.Request, key: str) -> TradingAccount:
+    """The account a path ``{account_id}`` names: its UUID or its login."""
+    async with request.app[KERNEL].db.read() as session:
+        if key.isdigit():
+            account = await session.get(TradingAccount, int(key))
+        else:
+            account = await session.scalar(select(TradingAccount).where(TradingAccount.id == key))
+    if account is None:
+        raise not_found("Account not found")
+    return account
+
+
+# --- ledger (section 7) ---------------------------------------------------------------
+
+
+async def ledger(request: web.Request) -> web.Response:
+    """Ledger events of an account, newest first; filters event_type, from_date,
+    to_date; ``limit`` (max 500) and ``offset`` page; ``X-Total-Count`` all matches."""
+    require_staff(request, "view_customers")
+    login = _login(request)
+    limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
+    offset = validation.query_int(request, "offset", default=0, minimum=0)
+    event_type = _enum(request, "event_type", LEDGER_TYPES)
     from_date, to_date = _date(request, "from_date"), _date(request, "to_date")
-    query = select(LedgerEvent).where(LedgerEvent.account_id == login)
+    criteria = [LedgerEvent.account_id == login]
     if event_type:
-        query = query.where(LedgerEvent.event_type == event_type)
+        criteria.append(LedgerEvent.event_type == event_type)
     if from_date:
-        query = query.where(LedgerEvent.created_at >= from_date)
+        criteria.append(LedgerEvent.created_at >= from_date)
     if to_date:
-        query = query.where(LedgerEvent.created_at <= to_date)
+        criteria.append(LedgerEvent.created_at <= to_date)
+    query = select(LedgerEvent).where(*criteria)
     async with request.app[KERNEL].db.read() as session:
         if await session.get(TradingAccount, login) is None:
             raise not_found("Account not found")
+        total = await _count(session, query)
         rows = (
             await session.scalars(
                 query.order_by(LedgerEvent.sequence_num.desc()).limit(limit).offset(offset)
             )
         ).all()
-    return respond([{name: getattr(row, name) for name in LEDGER_FIELDS} for row in rows])
+    return respond(
+        [{name: getattr(row, name) for name in LEDGER_FIELDS} for row in rows],
+        headers={"X-Total-Count": str(total)},
+    )
+
+
+async def _count(session: AsyncSession, query: Select[Any]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
+async def ledger_summary_view(request: web.Request) -> web.Response:
+    """Totals per kind over an optional time window (seed section 7), account currency."""
+    require_staff(request, "view_customers")
+    login = _login(request)
+    from_date, to_date = _date(request, "from_date"), _date(request, "to_date")
+    db = request.app[KERNEL].db
+    async with db.read() as session:
+        if await session.get(TradingAccount, login) is None:
+            raise not_found("Account not found")
+        summary = await ledger_summary(session, db.is_sqlite, login, from_date, to_date)
+    return respond(summary)
+
+
+# --- account balance and transactions (section 6) ------------------------------------
+
+
+async def account_balance(request: web.Request) -> web.Response:
+    """Derived balance: the sum of the account's APPROVED transactions (seed section 6),
+    beside the account's balance (which also holds trading results)."""
+    account = await _account(request, request.match_info["account_id"])
+    require_account_access(request, account.login, "view_customers")
+    db = request.app[KERNEL].db
+    async with db.read() as session:
+        balance, credit = await derived_balance(session, db.is_sqlite, account.login)
+    return respond(
+        {
+            "account_id": account.id,
+            "login": account.login,
+            "currency": account.currency,
+            "balance": balance,
+            "credit": credit,
+            "account_balance": account.balance,
+            "account_credit": account.credit,
+        }
+    )
+
+
+async def account_transactions(request: web.Request) -> web.Response:
+    """All transactions of an account, newest first; ``status`` filter, paging."""
+    account = await _account(request, request.match_info["account_id"])
+    require_account_access(request, account.login, "view_customers")
+    status = _enum(request, "status", STATUSES)
+    limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
+    offset = validation.query_int(request, "offset", default=0, minimum=0)
+    query = select(Transaction).where(Transaction.login == account.login)
+    if status:
+        query = query.where(Transaction.status == status)
+    return await _transaction_page(request, query, limit, offset)
+
+
+async def _transaction_page(
+    request: web.Request, query: Select[Any], limit: int | None, offset: int | None
+) -> web.Response:
+    async with request.app[KERNEL].db.read() as session:
+        total = await _count(session, query)
+        rows = (
+            await session.scalars(
+                query.order_by(Transaction.created_at.desc(), Transaction.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+    return respond([transaction_json(tx) for tx in rows], headers={"X-Total-Count": str(total)})
+
+
+# --- transactions (section 8) -------------------------------------------------------
+
+
+async def _request_of(
+    request: web.Request, data: dict[str, Any], source: str
+) -> TransactionRequest:
+    login = data.get("login")
+    if login is None:
+        login = (await _account(request, data["account_id"])).login
+    return TransactionRequest(
+        type=data["type"],
+        login=login,
+        amount=Decimal(str(data["amount"])),
+        currency=data["currency"],
+        status=data.get("status", "PENDING"),
+        account_amount=_decimal(data.get("account_amount")),
+        usd_amount=_decimal(data.get("usd_amount")),
+        exchange_rate_usd=_decimal(data.get("exchange_rate_usd")),
+        gate_name=data.get("gate_name"),
+        proof_reference=data.get("proof_reference"),
+        comment=data.get("comment"),
+        source=source,
+        cashier_id=data.get("cashier_id"),
+    )
 
 
 async def manual_transaction(request: web.Request) -> web.Response:
-    """Create a manual transaction; APPROVED moves the money at once (201)."""
+    """Create a manual transaction (201); ``status: APPROVED`` approves it in one step
+    (needs ``approve_deposits`` too; maker-checker refuses it when enabled)."""
     who = require_staff(request, "create_deposits")
     data = await validation.body(request, MANUAL_SCHEMA)
-    if data.get("status") == "APPROVED" and "approve_deposits" not in who.permissions:
-        raise ApiError(403, "Missing permission: approve_deposits")
-    kernel = request.app[KERNEL]
-    login = data.get("login")
-    if login is None:
-        async with kernel.db.read() as session:
-            login = await session.scalar(
-                select(TradingAccount.login).where(TradingAccount.id == data["account_id"])
-            )
-        if login is None:
-            raise not_found("Account not found")
-
-    def dec(value: Any) -> Any:
-        return None if value is None else Decimal(str(value))
-
-    amount = dec(data["amount"])
-    if amount <= 0:
-        raise ApiError(
-            422,
-            [
-                {
-                    "loc": ["body", "amount"],
-                    "msg": "must be greater than 0",
-                    "type": "exclusiveMinimum",
-                }
-            ],
-        )
-    tx = await kernel.transactions.create_manual(
-        ManualTransaction(
-            type=data["type"],
-            login=login,
-            amount=amount,
-            currency=data["currency"],
-            status=data.get("status", "PENDING"),
-            account_amount=dec(data.get("account_amount")),
-            gate_name=data.get("gate_name"),
-            proof_reference=data.get("proof_reference"),
-            comment=data.get("comment"),
-        ),
-        created_by=who.subject,
+    if data.get("status") == "APPROVED":
+        require_staff(request, "approve_deposits")
+    tx = await request.app[KERNEL].transactions.create_manual(
+        await _request_of(request, data, "manual"), who.subject, who.role
     )
-    return respond({name: getattr(tx, name) for name in TRANSACTION_FIELDS}, status=201)
+    return respond(transaction_json(tx), status=201)
+
+
+async def cashier_transaction(request: web.Request) -> web.Response:
+    """Record a cashier transaction, idempotent on ``cashier_id``: 201 when created,
+    200 with the existing one (unchanged) when that ``cashier_id`` is known."""
+    actor = _staff(request, "create_deposits")
+    data = await validation.body(request, CASHIER_SCHEMA)
+    kernel = request.app[KERNEL]
+    tx, created = await kernel.transactions.create(
+        await _request_of(request, data, "cashier"), actor
+    )
+    if created and data.get("gateway_reference"):
+        async with kernel.db.transaction() as session:
+            row = await session.get_one(Transaction, tx.id, with_for_update=True)
+            row.gateway_reference = data["gateway_reference"]
+            tx = row
+    return respond(transaction_json(tx), status=201 if created else 200)
+
+
+async def approve(request: web.Request) -> web.Response:
+    actor = _staff(request, "approve_deposits")
+    tx = await request.app[KERNEL].transactions.approve(_tx_id(request), actor)
+    return respond(transaction_json(tx))
+
+
+async def decline(request: web.Request) -> web.Response:
+    actor = _staff(request, "approve_deposits")
+    tx_id = _tx_id(request)
+    data = await validation.body(request, REASON_SCHEMA)
+    tx = await request.app[KERNEL].transactions.decline(tx_id, actor, data.get("reason"))
+    return respond(transaction_json(tx))
+
+
+async def delete(request: web.Request) -> web.Response:
+    actor = _staff(request, "approve_deposits")
+    tx = await request.app[KERNEL].transactions.delete(_tx_id(request), actor)
+    return respond(transaction_json(tx))
+
+
+async def chargeback(request: web.Request) -> web.Response:
+    actor = _staff(request, "process_chargebacks")
+    tx_id = _tx_id(request, "tx_id")
+    data = await validation.body(request, CHARGEBACK_SCHEMA)
+    result = await request.app[KERNEL].transactions.chargeback(tx_id, data["reason"], actor)
+    return respond(
+        {
+            "chargeback_id": result.chargeback.id,
+            "original_transaction_id": result.original.id,
+            "amount": result.chargeback.amount,
+            "balance_after": result.balance_after,
+            "account_frozen": result.account_frozen,
+        },
+        status=201,
+    )
+
+
+async def refund(request: web.Request) -> web.Response:
+    """Refund an approved deposit through its gateway (all that is left by default)."""
+    actor = _staff(request, "approve_deposits")
+    tx_id = _tx_id(request)
+    data = await validation.body(request, REFUND_SCHEMA)
+    tx = await request.app[KERNEL].payments.refund(tx_id, _decimal(data.get("amount")), actor)
+    return respond(transaction_json(tx), status=201)
+
+
+async def reconcile(request: web.Request) -> web.Response:
+    """Ask the gateway for a cashier transaction's status and apply it."""
+    _staff(request, "approve_deposits")
+    outcome = await request.app[KERNEL].payments.reconcile(_tx_id(request))
+    assert outcome.transaction is not None
+    return respond(
+        {
+            "outcome": outcome.outcome,
+            "detail": outcome.detail,
+            "transaction": transaction_json(outcome.transaction),
+        }
+    )
+
+
+async def pending_approval(request: web.Request) -> web.Response:
+    """Transactions awaiting approval (status PENDING), oldest first, at most 200."""
+    require_staff(request, "approve_deposits")
+    async with request.app[KERNEL].db.read() as session:
+        rows = (
+            await session.scalars(
+                select(Transaction)
+                .where(Transaction.status == "PENDING")
+                .order_by(Transaction.created_at, Transaction.id)
+                .limit(PENDING_APPROVAL_LIMIT)
+            )
+        ).all()
+    return respond([transaction_json(tx) for tx in rows])
+
+
+async def list_transactions(request: web.Request) -> web.Response:
+    """Transactions with the seed's filters (account_id, customer_id, type, status,
+    source, date_from, date_to), newest first; ``limit`` (default 100, max 500)."""
+    require_staff(request, "view_customers")
+    filters = {
+        "account_id": {"type": "string", "pattern": UUID_PATTERN},
+        "customer_id": {"type": "string", "pattern": UUID_PATTERN},
+    }
+    validation.check(
+        {"type": "object", "properties": filters},
+        {k: v for k, v in request.query.items() if k in filters},
+        "query",
+    )
+    type_ = _enum(request, "type", (*TYPES, CHARGEBACK))
+    status = _enum(request, "status", STATUSES)
+    source = _enum(request, "source", SOURCES)
+    date_from, date_to = _date(request, "date_from"), _date(request, "date_to")
+    limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
+    offset = validation.query_int(request, "offset", default=0, minimum=0)
+    query = select(Transaction)
+    if "account_id" in request.query:
+        query = query.where(Transaction.account_id == request.query["account_id"])
+    if "customer_id" in request.query:
+        query = query.join(TradingAccount, TradingAccount.id == Transaction.account_id).where(
+            TradingAccount.customer_id == request.query["customer_id"]
+        )
+    for column, value in ((Transaction.type, type_), (Transaction.status, status)):
+        if value:
+            query = query.where(column == value)
+    if source:
+        query = query.where(Transaction.source == source)
+    if date_from:
+        query = query.where(Transaction.created_at >= date_from)
+    if date_to:
+        query = query.where(Transaction.created_at <= date_to)
+    return await _transaction_page(request, query, limit, offset)
+
+
+async def get_transaction(request: web.Request) -> web.Response:
+    """One transaction by UUID, with the payment callbacks received for it."""
+    require_staff(request, "view_customers")
+    tx_id = _tx_id(request)
+    async with request.app[KERNEL].db.read() as session:
+        tx = await session.get(Transaction, tx_id)
+        if tx is None:
+            raise not_found("Transaction not found")
+        callbacks = (
+            await session.scalars(
+                select(PaymentCallback)
+                .where(PaymentCallback.transaction_id == tx_id)
+                .order_by(PaymentCallback.received_at, PaymentCallback.id)
+            )
+        ).all()
+    return respond(
+        {
+            **transaction_json(tx),
+            "callbacks": [{k: getattr(c, k) for k in CALLBACK_FIELDS} for c in callbacks],
+        }
+    )
 
 
 def setup(router: Router) -> None:
+    base = "/api/backoffice"
+    router.add("GET", f"{base}/accounts/{{login}}/ledger", ledger, "/accounts/{login}/ledger")
     router.add(
-        "GET", "/api/backoffice/accounts/{login}/ledger", ledger, legacy="/accounts/{login}/ledger"
+        "GET",
+        f"{base}/accounts/{{login}}/ledger/summary",
+        ledger_summary_view,
+        "/accounts/{login}/ledger/summary",
     )
     router.add(
-        "POST",
-        "/api/backoffice/transactions/manual",
-        manual_transaction,
-        legacy="/transactions/manual",
+        "GET",
+        "/api/crm/accounts/{account_id}/balance",
+        account_balance,
+        "/accounts/{account_id}/balance",
     )
+    router.add(
+        "GET",
+        "/api/crm/accounts/{account_id}/transactions",
+        account_transactions,
+        "/accounts/{account_id}/transactions",
+    )
+    # Fixed paths before /transactions/{id}, which would otherwise match them.
+    tx = f"{base}/transactions"
+    router.add("POST", f"{tx}/manual", manual_transaction, "/transactions/manual")
+    router.add("POST", f"{tx}/cashier", cashier_transaction, "/transactions/cashier")
+    router.add("GET", f"{tx}/pending-approval", pending_approval, "/transactions/pending-approval")
+    router.add("GET", tx, list_transactions, "/transactions")
+    router.add("GET", f"{tx}/{{id}}", get_transaction, "/transactions/{id}")
+    router.add("PATCH", f"{tx}/{{id}}/approve", approve, "/transactions/{id}/approve")
+    router.add("PATCH", f"{tx}/{{id}}/decline", decline, "/transactions/{id}/decline")
+    router.add("PATCH", f"{tx}/{{id}}/delete", delete, "/transactions/{id}/delete")
+    router.add("POST", f"{tx}/{{tx_id}}/chargeback", chargeback, "/transactions/{tx_id}/chargeback")
+    router.add("POST", f"{tx}/{{id}}/refund", refund, "/transactions/{id}/refund")
+    router.add("POST", f"{tx}/{{id}}/reconcile", reconcile, "/transactions/{id}/reconcile")

@@ -17,8 +17,9 @@ from brokerkernel.api.auth import require_account_access
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.kernel.storage.models import Position, TradeHistory
+from brokerkernel.kernel.storage.models import TradeHistory
 from brokerkernel.kernel.trading.money import round_money
+from brokerkernel.kernel.trading.state import OpenPosition
 
 if TYPE_CHECKING:
     from brokerkernel.api.app import Router
@@ -61,13 +62,24 @@ HISTORY_FIELDS = (
 )
 
 
-def _login(request: web.Request) -> int:
+def login_query(request: web.Request) -> int:
+    """The required ``login`` query parameter; 422 when missing or malformed."""
     login = validation.query_int(request, "login", required=True, minimum=1)
     assert login is not None
     return login
 
 
-def position_json(kernel: Kernel, position: Position, currency: str) -> dict[str, Any]:
+def path_int(request: web.Request, name: str) -> int:
+    """An integer path parameter; 422 when malformed."""
+    try:
+        return int(request.match_info[name])
+    except ValueError as exc:
+        raise ApiError(
+            422, [{"loc": ["path", name], "msg": "must be an integer", "type": "type"}]
+        ) from exc
+
+
+def position_json(kernel: Kernel, position: OpenPosition, currency: str) -> dict[str, Any]:
     """A position with its live ``current_price`` (closing side) and ``profit``
     (account currency)."""
     data: dict[str, Any] = {name: getattr(position, name) for name in POSITION_FIELDS}
@@ -78,48 +90,39 @@ def position_json(kernel: Kernel, position: Position, currency: str) -> dict[str
 
 
 async def list_positions(request: web.Request) -> web.Response:
-    login = _login(request)
+    """The account's open positions by ticket, with live profit."""
+    login = login_query(request)
     require_account_access(request, login, "view_orders")
     kernel = request.app[KERNEL]
-    state = await kernel.trading.account_state(login)
-    if state is None:
+    account = await kernel.trading.snapshot(login)
+    if account is None:
         raise not_found("Account not found")
-    async with kernel.db.read() as session:
-        rows = (
-            await session.scalars(
-                select(Position).where(Position.login == login).order_by(Position.ticket)
-            )
-        ).all()
-    return respond([position_json(kernel, p, state["currency"]) for p in rows])
+    return respond(
+        [
+            position_json(kernel, account.positions[ticket], account.currency)
+            for ticket in sorted(account.positions)
+        ]
+    )
 
 
 async def get_position(request: web.Request) -> web.Response:
-    login = _login(request)
+    """One open position with live profit."""
+    login = login_query(request)
     require_account_access(request, login, "view_orders")
     kernel = request.app[KERNEL]
-    ticket = _ticket(request)
-    state = await kernel.trading.account_state(login)
-    async with kernel.db.read() as session:
-        position = await session.get(Position, ticket)
-    if position is None or position.login != login or state is None:
+    ticket = path_int(request, "ticket")
+    account = await kernel.trading.snapshot(login)
+    position = account.positions.get(ticket) if account is not None else None
+    if account is None or position is None:
         raise not_found("Position not found")
-    return respond(position_json(kernel, position, state["currency"]))
-
-
-def _ticket(request: web.Request) -> int:
-    try:
-        return int(request.match_info["ticket"])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", "ticket"], "msg": "must be an integer", "type": "type"}]
-        ) from exc
+    return respond(position_json(kernel, position, account.currency))
 
 
 async def close_position(request: web.Request) -> web.Response:
     """Close a position at market; ``volume`` (lots, multiple of 0.001) closes part of it."""
-    login = _login(request)
+    login = login_query(request)
     require_account_access(request, login, "view_orders")
-    ticket = _ticket(request)
+    ticket = path_int(request, "ticket")
     raw_volume = request.query.get("volume")
     volume: Decimal | None = None
     if raw_volume not in (None, ""):
@@ -134,11 +137,12 @@ async def close_position(request: web.Request) -> web.Response:
                 422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]
             )
     deal = await request.app[KERNEL].trading.close(login, ticket, volume)
-    return respond({name: getattr(deal, name) for name in HISTORY_FIELDS})
+    return respond({name: deal[name] for name in HISTORY_FIELDS})
 
 
 async def list_history(request: web.Request) -> web.Response:
-    login = _login(request)
+    """Closed deals of the account, oldest first (``open_fx_rate``/``close_fx_rate``)."""
+    login = login_query(request)
     require_account_access(request, login, "view_orders")
     kernel = request.app[KERNEL]
     async with kernel.db.read() as session:
@@ -153,9 +157,9 @@ async def list_history(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    login = _login(request)
+    login = login_query(request)
     require_account_access(request, login, "view_orders")
-    ticket = _ticket(request)
+    ticket = path_int(request, "ticket")
     async with request.app[KERNEL].db.read() as session:
         deal = await session.get(TradeHistory, ticket)
     if deal is None or deal.login != login:
@@ -164,12 +168,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def account_state(request: web.Request) -> web.Response:
-    try:
-        login = int(request.match_info["login"])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
-        ) from exc
+    """Live equity, P&L, margin and exposure of the account (seed section 6)."""
+    login = path_int(request, "login")
     require_account_access(request, login, "view_customers")
     state = await request.app[KERNEL].trading.account_state(login)
     if state is None:
@@ -179,6 +179,7 @@ async def account_state(request: web.Request) -> web.Response:
 
 def setup(router: Router) -> None:
     router.add("GET", "/api/crm/orders", list_positions, legacy="/orders")
+    # After the pending-order routes (api/routes/trading.py): /orders/pending is not a ticket.
     router.add("GET", "/api/crm/orders/{ticket}", get_position, legacy="/orders/{ticket}")
     router.add("DELETE", "/api/crm/orders/{ticket}", close_position, legacy="/orders/{ticket}")
     router.add("GET", "/api/crm/history", list_history, legacy="/history")

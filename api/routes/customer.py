@@ -1,11 +1,11 @@
-"""Trader-facing routes: registration, instruments, market orders (seed sections 3, 11, 15)."""
+"""Trader-facing routes: registration and market orders (seed sections 3, 11)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import select
 
 from brokerkernel.api import validation
 from brokerkernel.api.auth import principal, require_account_access
@@ -13,9 +13,6 @@ from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.kernel.customers import Registration, RegistrationError, register
-from brokerkernel.kernel.pricing import Quote
-from brokerkernel.kernel.storage.models import Instrument
-from brokerkernel.kernel.trading.service import utc
 
 if TYPE_CHECKING:
     from brokerkernel.api.app import Router
@@ -48,7 +45,7 @@ ORDER_SCHEMA: dict[str, Any] = {
         "login": {"type": "integer", "minimum": 1},
         "symbol": {"type": "string", "minLength": 1, "maxLength": 32},
         "cmd": {"enum": [0, 1]},
-        "volume": {"type": "number", "exclusiveMinimum": 0},
+        "volume": validation.decimal_schema(exclusive_minimum=0),
     },
     "additionalProperties": False,
 }
@@ -69,73 +66,28 @@ async def register_customer(request: web.Request) -> web.Response:
     return respond(result, status=200 if result.get("duplicate") else 201)
 
 
-def instrument_json(instrument: Instrument, quote: Quote | None) -> dict[str, Any]:
-    return {
-        "id": instrument.id,
-        "symbol": instrument.symbol,
-        "display_name": instrument.display_name,
-        "category": instrument.category,
-        "asset_class": instrument.asset_class,
-        "calc_mode": instrument.calc_mode,
-        "base_currency": instrument.base_currency,
-        "quote_currency": instrument.quote_currency,
-        "profit_currency": instrument.profit_currency,
-        "digits": instrument.digits,
-        "pip_size": instrument.pip_size,
-        "contract_size": instrument.contract_size,
-        "min_lot": instrument.min_lot,
-        "max_lot": instrument.max_lot,
-        "lot_step": instrument.lot_step,
-        "margin_rate": instrument.margin_rate,
-        "spread": instrument.spread,
-        "stale_threshold_ms": instrument.stale_threshold_ms,
-        "is_active": instrument.is_active,
-        "provider": instrument.provider,
-        "last_bid": quote.bid if quote else None,
-        "last_ask": quote.ask if quote else None,
-        "last_tick_at": utc(quote.time_ms) if quote else None,
-    }
-
-
-async def list_instruments(request: web.Request) -> web.Response:
-    """Active instruments with their last quote; ``group_by=asset_class`` groups them."""
-    kernel = request.app[KERNEL]
-    async with kernel.db.read() as session:
-        rows = (
-            await session.scalars(
-                select(Instrument).where(Instrument.is_active.is_(True)).order_by(Instrument.symbol)
-            )
-        ).all()
-    items = [instrument_json(i, kernel.quotes.get(i.symbol)) for i in rows]
-    group_by = request.query.get("group_by")
-    if group_by is None:
-        return respond(items)
-    if group_by != "asset_class":
-        raise ApiError(
-            422, [{"loc": ["query", "group_by"], "msg": "must be 'asset_class'", "type": "enum"}]
-        )
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        grouped.setdefault(item["asset_class"], []).append(item)
-    return respond(grouped)
-
-
 async def place_order(request: web.Request) -> web.Response:
     """Queue a market order (cmd 0 buy / 1 sell, volume in lots); 202-style async result."""
     data = await validation.body(request, ORDER_SCHEMA)
     require_account_access(request, data["login"], "view_orders")
     kernel = request.app[KERNEL]
     request_id = await kernel.trading.submit(
-        data["login"], data["symbol"], data["cmd"], data["volume"]
+        data["login"], data["symbol"], data["cmd"], Decimal(data["volume"])
     )
     return respond({"request_id": request_id, "status": "queued"})
 
 
 async def order_request(request: web.Request) -> web.Response:
-    """Poll an order request: queued, executed (with ``order``) or rejected (``reason``)."""
+    """Poll an order request: queued, executed (with ``order``) or rejected (``reason``).
+
+    ``wait_ms`` (0-10,000, default 0) holds a still ``queued`` answer up to that long
+    until the order has executed (long poll: one request instead of several).
+    """
     kernel = request.app[KERNEL]
     principal(request)
-    status = await kernel.trading.request_status(request.match_info["request_id"])
+    wait_ms = validation.query_int(request, "wait_ms", default=0, minimum=0, maximum=10_000)
+    assert wait_ms is not None
+    status = await kernel.trading.request_status(request.match_info["request_id"], wait_ms / 1000)
     if status is None:
         raise not_found("Order request not found or expired")
     require_account_access(request, status.pop("login"), "view_orders")
@@ -144,7 +96,6 @@ async def order_request(request: web.Request) -> web.Response:
 
 def setup(router: Router) -> None:
     router.add("POST", "/api/customer/register", register_customer, legacy="/customers/register")
-    router.add("GET", "/api/customer/instruments", list_instruments, legacy="/instruments")
     router.add("POST", "/api/customer/orders", place_order, legacy="/orders")
     router.add(
         "GET",

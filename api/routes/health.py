@@ -1,4 +1,10 @@
-"""Gateway health (seed section 1): ``/health`` and ``/health/all``."""
+"""Gateway health (seed section 1): ``/health`` and ``/health/all``.
+
+``/health`` answers 503 with ``"status": "degraded"`` when the database or Redis is
+down or the RBAC cache is degraded; ``permission_checks_skipped`` counts the checks
+this process answered from token claims instead of the RBAC cache (> 0: it has been
+degraded). ``checks.idempotency`` holds this process's replay counters.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from sqlalchemy import text
 
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.middlewares import IDEMPOTENCY_STATS
 from brokerkernel.kernel.runtime import Kernel
 
 if TYPE_CHECKING:
@@ -24,43 +31,49 @@ async def _database_ok(kernel: Kernel) -> bool:
         return False
 
 
-async def gateway_status(kernel: Kernel) -> dict[str, Any]:
+async def gateway_status(app: web.Application) -> dict[str, Any]:
+    kernel = app[KERNEL]
+    rbac = kernel.identity.rbac
     redis = (
         "disabled"
         if kernel.settings.redis_url is None
         else ("ok" if await kernel.cache.ping() else "down")
     )
     database = "ok" if await _database_ok(kernel) else "down"
-    healthy = database == "ok" and redis != "down"
+    healthy = database == "ok" and redis != "down" and not rbac.degraded
     return {
         "status": "ok" if healthy else "degraded",
         "service": "api-gateway",
         "checks": {
             "redis": redis,
             "database": database,
-            "idempotency": {"hits": 0, "misses": 0, "hit_rate": 0},
+            "rbac_cache": "degraded" if rbac.degraded else "ok",
+            "idempotency": app[IDEMPOTENCY_STATS].json(),
         },
-        "permission_checks_skipped": 0,
+        "permission_checks_skipped": rbac.permission_checks_skipped,
         "timestamp": kernel.clock.now(),
     }
 
 
 async def health(request: web.Request) -> web.Response:
-    kernel = request.app[KERNEL]
-    status = await gateway_status(kernel)
+    status = await gateway_status(request.app)
     return respond(status, status=200 if status["status"] == "ok" else 503)
 
 
 async def health_all(request: web.Request) -> web.Response:
     """Aggregated component health; ``degraded`` when any component is down."""
     kernel = request.app[KERNEL]
-    gateway = await gateway_status(kernel)
+    gateway = await gateway_status(request.app)
     stats = kernel.quotes.stats
     feeds_ok = bool(kernel.feeds)
     services = {
         "api-gateway": {
             "status": gateway["status"],
-            "details": {"status": gateway["status"], "service": "api-gateway"},
+            "details": {
+                "status": gateway["status"],
+                "service": "api-gateway",
+                "permission_checks_skipped": gateway["permission_checks_skipped"],
+            },
         },
         "price-feed": {
             "status": "ok" if feeds_ok else "down",

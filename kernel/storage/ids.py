@@ -1,7 +1,8 @@
 """Allocation of account logins and deal tickets.
 
 PostgreSQL: sequences (``trading_account_login_seq`` from 10001,
-``position_ticket_seq`` from 100001), safe across processes and lock-free.
+``position_ticket_seq`` from 100001, shared by positions, deals and pending orders),
+safe across processes and lock-free.
 SQLite (one process by design): counters in memory seeded from the tables' maxima.
 """
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.storage.models import Position, TradeHistory, TradingAccount
+from brokerkernel.kernel.trading.models import PendingOrder
 
 FIRST_LOGIN = 10001
 FIRST_TICKET = 100001
@@ -35,14 +37,20 @@ class IdAllocator:
         self._login += 1
         return self._login
 
-    async def next_ticket(self, session: AsyncSession) -> int:
+    async def next_tickets(self, session: AsyncSession, count: int) -> list[int]:
+        """``count`` new tickets (positions, deals and pending orders share them)."""
         if not self._is_sqlite:
-            return int(
-                (await session.execute(text("SELECT nextval('position_ticket_seq')"))).scalar_one()
+            result = await session.execute(
+                text("SELECT nextval('position_ticket_seq') FROM generate_series(1, :n)"),
+                {"n": count},
             )
+            return [int(value) for value in result.scalars()]
         if self._ticket is None:
-            open_max = await session.scalar(select(func.max(Position.ticket)))
-            closed_max = await session.scalar(select(func.max(TradeHistory.ticket)))
-            self._ticket = max(FIRST_TICKET - 1, open_max or 0, closed_max or 0)
-        self._ticket += 1
-        return self._ticket
+            maxima = [
+                await session.scalar(select(func.max(column)))
+                for column in (Position.ticket, TradeHistory.ticket, PendingOrder.id)
+            ]
+            self._ticket = max(FIRST_TICKET - 1, *(value or 0 for value in maxima))
+        first = self._ticket + 1
+        self._ticket += count
+        return list(range(first, first + count))

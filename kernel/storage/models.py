@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,12 +82,32 @@ class Instrument(Base):
     tradeability: Mapped[str | None] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(32), default="none")
     created_at: Mapped[datetime]
+    # CFDINDEX / FUTURES terms and swaps (revision 0004; see kernel/trading/margin.py).
+    tick_size: Mapped[Decimal | None]
+    tick_price: Mapped[Decimal | None]
+    initial_margin: Mapped[Decimal | None]
+    swap_type: Mapped[str] = mapped_column(String(8), default="points")
+    swap_long: Mapped[Decimal] = mapped_column(default=ZERO)
+    swap_short: Mapped[Decimal] = mapped_column(default=ZERO)
+    swap_triple_day: Mapped[str | None] = mapped_column(String(9), default="wednesday")
 
 
 class Group(Base):
-    """Trading group (seed section 16): currency, leverage, margin call/stop-out levels."""
+    """Trading group (seed section 16): currency, leverage, margin call/stop-out levels.
+
+    At most one row has ``is_default`` (a partial unique index, revision 0004).
+    """
 
     __tablename__ = "groups"
+    __table_args__ = (
+        Index(
+            "uq_groups_is_default",
+            "is_default",
+            unique=True,
+            postgresql_where=text("is_default"),
+            sqlite_where=text("is_default"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -128,10 +149,19 @@ class GroupInstrument(Base):
     commission_value: Mapped[Decimal | None]
     min_lot: Mapped[Decimal | None]
     max_lot: Mapped[Decimal | None]
+    # The group's swap config (revision 0004): all three set, or all null (inherit).
+    swap_type: Mapped[str | None] = mapped_column(String(8))
+    swap_long: Mapped[Decimal | None]
+    swap_short: Mapped[Decimal | None]
 
 
 class Role(Base):
-    """Staff role; ``permissions`` lists the permission codes it grants."""
+    """Staff role; ``permissions`` lists the permission codes it grants.
+
+    RBAC columns (seed section 19, revision 0002): ``customer_view_scope`` own/team/all,
+    ``customer_edit_scope`` none/own/team/all, ``pii_email``/``pii_phone``
+    full/masked/hidden, ``can_export_pii``, ``level`` (seniority; escalation guard).
+    """
 
     __tablename__ = "roles"
 
@@ -140,6 +170,13 @@ class Role(Base):
     display_name: Mapped[str] = mapped_column(String(128))
     permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    customer_view_scope: Mapped[str] = mapped_column(String(8), default="own")
+    customer_edit_scope: Mapped[str] = mapped_column(String(8), default="none")
+    pii_email: Mapped[str] = mapped_column(String(8), default="masked")
+    pii_phone: Mapped[str] = mapped_column(String(8), default="masked")
+    can_export_pii: Mapped[bool] = mapped_column(Boolean, default=False)
+    level: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class StaffUser(Base):
@@ -153,7 +190,7 @@ class StaffUser(Base):
     first_name: Mapped[str] = mapped_column(String(128), default="")
     last_name: Mapped[str] = mapped_column(String(128), default="")
     role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"))
-    team_id: Mapped[str | None] = mapped_column(String(36))
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"), index=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
@@ -206,6 +243,11 @@ class TradingAccount(Base):
     ledger_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # Revision 0007: bumped by every write to the account's money, positions or
+    # pending orders (kernel/trading/ledger.py), so cached account state is checked
+    # against it; "hedging" (independent positions) or "netting" (one per symbol).
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    account_mode: Mapped[str] = mapped_column(String(8), default="hedging")
 
 
 class Position(Base):
@@ -233,6 +275,8 @@ class Position(Base):
     open_fx_rate: Mapped[Decimal]
     comment: Mapped[str | None] = mapped_column(String(128))
     terms: Mapped[dict[str, Any]]
+    # Revision 0007: the last daily rollover whose swap was charged (None: none yet).
+    last_rollover_at: Mapped[datetime | None]
 
 
 class TradeHistory(Base):
@@ -292,9 +336,16 @@ class LedgerEvent(Base):
 
 
 class Transaction(Base):
-    """A monetary movement request (seed section 8): type, status, source."""
+    """A monetary movement request (seed section 8): type, status, source.
+
+    ``amount`` (in ``currency``), ``account_amount`` (account currency) and
+    ``usd_amount`` are signed: negative for money leaving (withdrawal, credit out,
+    chargeback, ...), so a derived balance is a plain sum of approved rows. Columns
+    from ``reason`` on are revision 0003's (see :mod:`brokerkernel.kernel.money`).
+    """
 
     __tablename__ = "transactions"
+    __table_args__ = (Index("ix_transactions_status_created_at", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("trading_accounts.id"), index=True)
@@ -315,6 +366,11 @@ class Transaction(Base):
     approved_by: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    gateway_reference: Mapped[str | None] = mapped_column(String(128))
+    original_transaction_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    declined_by: Mapped[str | None] = mapped_column(String(36))
+    deleted_by: Mapped[str | None] = mapped_column(String(36))
 
 
 class OutboxEvent(Base):
@@ -334,3 +390,16 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]]
     occurred_at: Mapped[datetime]
     published_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+# Identity and access control (teams, permissions, sessions, 2FA, partners) share Base.
+from brokerkernel.kernel.identity import models as _identity_models  # noqa: E402, F401
+
+# Market data: OHLC bars and the price outage log.
+from brokerkernel.kernel.marketdata import models as _marketdata_models  # noqa: E402, F401
+
+# Money: broker settings, withdrawal approval rules, payment routes and callbacks.
+from brokerkernel.kernel.money import models as _money_models  # noqa: E402, F401
+
+# The trading core's tables (pending orders, stop-out events, audit log) share Base.
+from brokerkernel.kernel.trading import models as _trading_models  # noqa: E402, F401

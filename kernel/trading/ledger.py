@@ -1,23 +1,46 @@
-"""The append-only ledger (seed section 7).
+"""The append-only ledger (seed section 7) and the account version.
 
-Every monetary change of an account is one :class:`LedgerEvent` row written by
-:func:`append` in the same unit of work as the change: deltas, running
-``*_after`` totals and a gap-free per-account ``sequence_num``. The account row must
-be locked by the caller (``lock_account``: ``SELECT ... FOR UPDATE`` on PostgreSQL;
-SQLite has a single writer), so concurrent writers cannot break the sequence.
+Every monetary change of an account is one ``ledger_events`` row written in the same
+unit of work as the change: deltas, running ``*_after`` totals and a gap-free
+per-account ``sequence_num``. The account row must be locked by the caller
+(:func:`lock_account`: ``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has a single
+writer), so concurrent writers cannot break the sequence.
+
+Writers that use an ORM unit of work call :func:`append`, which also stages the
+account's audit-log row; bulk writers call :func:`entry` and stage audit rows with
+:func:`brokerkernel.kernel.trading.audit.row`.
+
+This module is also the single place that bumps ``trading_accounts.version``: every
+ledger row does (:func:`entry`), and so does every change to an account's positions
+or pending orders that moves no money (:func:`bump_version`). Processes that keep
+account state in memory compare it with the row's version under the row lock and
+reload on a mismatch, so a write by any writer in any process invalidates them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.storage.models import LedgerEvent, TradingAccount, new_id
+from brokerkernel.kernel.trading import audit
 
 ZERO = Decimal(0)
+
+
+class AccountMoney(Protocol):
+    """What the ledger updates: the ORM row or the trading core's in-memory state."""
+
+    login: int
+    balance: Decimal
+    credit: Decimal
+    margin: Decimal
+    ledger_seq: int
+    version: int
 
 
 async def lock_account(session: AsyncSession, login: int) -> TradingAccount | None:
@@ -26,6 +49,56 @@ async def lock_account(session: AsyncSession, login: int) -> TradingAccount | No
         select(TradingAccount).where(TradingAccount.login == login).with_for_update()
     )
     return result.scalar_one_or_none()
+
+
+def bump_version(account: AccountMoney) -> None:
+    """Mark the account changed (positions, pending orders, settings) without money."""
+    account.version += 1
+
+
+def entry(
+    account: AccountMoney,
+    event_type: str,
+    *,
+    reference_type: str,
+    reference_id: str,
+    idempotency_key: str,
+    description: str,
+    at: datetime,
+    balance_delta: Decimal = ZERO,
+    credit_delta: Decimal = ZERO,
+    margin_delta: Decimal = ZERO,
+) -> dict[str, Any]:
+    """Apply the deltas to the (locked) account and return the ledger row's values.
+
+    Deltas are in the account currency and must already be rounded to its minor
+    unit. ``event_type`` is one of the seed's ledger types (deposit, withdrawal,
+    order_open, margin_release, trade_pnl, commission, swap, ...). Bumps the
+    account's ``version``. The caller inserts the row in its unit of work (bulk
+    writers collect many); :func:`append` does it for ORM sessions.
+    """
+    account.balance += balance_delta
+    account.credit += credit_delta
+    account.margin += margin_delta
+    account.ledger_seq += 1
+    bump_version(account)
+    return {
+        "id": new_id(),
+        "account_id": account.login,
+        "event_type": event_type,
+        "reference_type": reference_type,
+        "reference_id": reference_id,
+        "balance_delta": balance_delta,
+        "credit_delta": credit_delta,
+        "margin_delta": margin_delta,
+        "balance_after": account.balance,
+        "credit_after": account.credit,
+        "margin_after": account.margin,
+        "sequence_num": account.ledger_seq,
+        "description": description[:256],
+        "idempotency_key": idempotency_key,
+        "created_at": at,
+    }
 
 
 def append(
@@ -41,33 +114,39 @@ def append(
     balance_delta: Decimal = ZERO,
     credit_delta: Decimal = ZERO,
     margin_delta: Decimal = ZERO,
+    source: str = "money-service",
 ) -> LedgerEvent:
-    """Apply the deltas to the (locked) account and stage the ledger row.
+    """Apply the deltas to the locked ORM ``account``, stage the ledger row and its
+    audit-log row (seed section 31: entity ``reference_type``/``reference_id``, action
+    ``event_type``, balance/credit/margin before and after, ``source`` the writer).
 
-    Deltas are in the account currency and must already be rounded to its minor
-    unit. ``event_type`` is one of the seed's ledger types (deposit, withdrawal,
-    order_open, margin_release, trade_pnl, ...).
+    As :func:`entry` (deltas rounded to the currency's minor unit; bumps ``version``).
     """
-    account.balance += balance_delta
-    account.credit += credit_delta
-    account.margin += margin_delta
-    account.ledger_seq += 1
+    before = audit.snapshot(account)
     event = LedgerEvent(
-        id=new_id(),
-        account_id=account.login,
-        event_type=event_type,
-        reference_type=reference_type,
-        reference_id=reference_id,
-        balance_delta=balance_delta,
-        credit_delta=credit_delta,
-        margin_delta=margin_delta,
-        balance_after=account.balance,
-        credit_after=account.credit,
-        margin_after=account.margin,
-        sequence_num=account.ledger_seq,
-        description=description,
-        idempotency_key=idempotency_key,
-        created_at=at,
+        **entry(
+            account,
+            event_type,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            idempotency_key=idempotency_key,
+            description=description,
+            at=at,
+            balance_delta=balance_delta,
+            credit_delta=credit_delta,
+            margin_delta=margin_delta,
+        )
     )
     session.add(event)
+    audit.record(
+        session,
+        account,
+        before,
+        entity_type=reference_type,
+        entity_id=reference_id,
+        action=event_type,
+        details={"ledger_event_id": event.id, "description": event.description},
+        source=source,
+        at=at,
+    )
     return event

@@ -41,3 +41,16 @@ def has_valid_scale(amount: Decimal, currency: str) -> bool:
     """True when ``amount`` has no more decimals than ``currency`` allows."""
     exponent = amount.normalize().as_tuple().exponent
     return isinstance(exponent, int) and -exponent <= minor_units(currency)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """``amount`` in the currency's minor units (cents), as payment providers take it;
+    ValueError when it has more decimals than the currency allows."""
+    if not has_valid_scale(amount, currency):
+        raise ValueError(f"{amount} has more decimals than {currency} allows")
+    return int(amount.scaleb(minor_units(currency)))
+
+
+def from_minor(units: int, currency: str) -> Decimal:
+    """An amount in minor units (cents) as a Decimal of ``currency``."""
+    return Decimal(units).scaleb(-minor_units(currency))

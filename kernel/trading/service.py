@@ -1,90 +1,128 @@
-"""Market orders, closes and live account state (seed sections 6, 11, 13).
+"""The trading service: what the API and the kernel call to trade (seed sections 6, 11-13).
 
-Market orders are asynchronous (seed section 11): :meth:`TradingService.submit`
-queues a request and returns its id; a worker executes it and stores the result
-(``executed`` with the ticket, or ``rejected`` with the reason) in the cache for
-``order_request_ttl_s``. Requests are sharded to workers by login, so one account's
-orders execute in submission order.
+Every change to an account runs as a job on the account's shard worker
+(:mod:`~brokerkernel.kernel.trading.workers`: one writer per account, batched
+group commits, state in memory checked against the row's version):
 
-One order = one unit of work: the account row is locked, the venue fills, the
-pre-trade rules run, and the position, its ledger row and the ``order.opened``
-outbox event commit together. A rejection writes nothing.
+* market orders are asynchronous (seed section 11): :meth:`TradingService.submit`
+  queues the order and returns its ``request_id``; the poll status becomes
+  ``executed`` (``order``: the ticket) or ``rejected`` (``reason``) and can be read
+  for ``order_request_ttl_s`` seconds;
+* closes, SL/TP changes, pending orders and account mode changes are awaited by the
+  request and answer with the result or a :class:`TradingError`;
+* ticks feed the trigger index (SL/TP, pending orders, expiries) and the risk engine
+  (stop-out, margin call), whose fired entries become jobs too, and move the daily
+  swap rollover.
+
+Reads (:meth:`snapshot`, :meth:`account_state`) use the account state in memory after
+checking the row's version, so they see every committed write of any process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import or_, select, union
 
 from brokerkernel.kernel.cache import Cache
 from brokerkernel.kernel.clock import MarketClock
-from brokerkernel.kernel.descriptors import (
-    Adjuster,
-    Fill,
-    FillRequest,
-    PreTradeCheck,
-    PreTradeRule,
-    Rejection,
-    SymbolTerms,
-    Venue,
-)
-from brokerkernel.kernel.events import record_event
-from brokerkernel.kernel.pricing import ConversionUnavailable, FxConverter, Quote, QuoteBook
+from brokerkernel.kernel.descriptors import Adjuster, PreTradeRule, Venue
+from brokerkernel.kernel.events import DomainEvent
+from brokerkernel.kernel.pricing import FxConverter, Quote, QuoteBook
+from brokerkernel.kernel.risk.engine import RiskEngine
+from brokerkernel.kernel.risk.rules import Crossing
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.ids import IdAllocator
-from brokerkernel.kernel.storage.models import Group, Position, TradeHistory, TradingAccount
-from brokerkernel.kernel.trading import ledger
-from brokerkernel.kernel.trading.margin import ToAccount, profit, required_margin
+from brokerkernel.kernel.storage.models import Position, TradingAccount
+from brokerkernel.kernel.trading.batch import ShardTransaction, TicketPool, utc
+from brokerkernel.kernel.trading.deals import NETTING
+from brokerkernel.kernel.trading.errors import TradingError
+from brokerkernel.kernel.trading.jobs import Env, FutureJob, Job, StateWatcher, tell
+from brokerkernel.kernel.trading.models import PendingOrder
 from brokerkernel.kernel.trading.money import round_money
-from brokerkernel.kernel.trading.terms import load_terms, terms_from_json, terms_to_json
+from brokerkernel.kernel.trading.pending import (
+    CancelPendingJob,
+    ExpireJob,
+    ModifyPendingJob,
+    PendingRequest,
+    PendingTriggerJob,
+    PlacePendingJob,
+)
+from brokerkernel.kernel.trading.positions import (
+    CloseJob,
+    MarketOrderJob,
+    ModifyStopsJob,
+    OrderRequest,
+    StatusSink,
+    StopTriggerJob,
+)
+from brokerkernel.kernel.trading.riskfeed import RiskFeed
+from brokerkernel.kernel.trading.state import AccountBook, AccountState, OpenPosition, PendingState
+from brokerkernel.kernel.trading.stopout import MarginCallJob, StopOutJob
+from brokerkernel.kernel.trading.swaps import RolloverSchedule, SwapJob
+from brokerkernel.kernel.trading.terms import CONFIG_CHANGED, TermsCache
+from brokerkernel.kernel.trading.triggers import Key, TriggerIndex
+from brokerkernel.kernel.trading.valuation import Valuation
+from brokerkernel.kernel.trading.workers import (
+    ACCOUNT_COLUMNS,
+    OrderWorkers,
+    load_accounts,
+    refresh_settings,
+)
+
+__all__ = ["OrderRequest", "TradingError", "TradingService", "utc"]
 
 log = logging.getLogger(__name__)
 
-CMD_NAMES = {0: "buy", 1: "sell"}
-CLOSE_STEP = Decimal("0.001")
 STATE_STALE_AFTER_S = 5.0
+LOAD_CHUNK = 1000
+TIMER_S = 1.0
+ACCOUNT_MODES = ("hedging", NETTING)
 
 
-class TradingError(Exception):
-    """A refused synchronous trading request; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+def _money_changed(watcher: StateWatcher, account: AccountState) -> None:
+    watcher.money_changed(account)
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    """A queued market order: ``cmd`` 0 buy / 1 sell, ``volume`` in lots."""
+class SetModeJob(FutureJob):
+    """Switch an account between hedging and netting; refused (409) while it holds
+    positions or active pending orders."""
 
-    request_id: str
-    login: int
-    symbol: str
-    cmd: int
-    volume: Decimal
+    def __init__(self, login: int, mode: str) -> None:
+        super().__init__(login)
+        self.mode = mode
 
-
-def utc(time_ms: int) -> datetime:
-    return datetime.fromtimestamp(time_ms / 1000, tz=UTC)
-
-
-def volume_on_step(volume: Decimal, step: Decimal) -> bool:
-    return volume > 0 and volume % step == 0
+    async def run(self, env: Env, tx: ShardTransaction, account: AccountState | None) -> Any:
+        if account is None:
+            raise TradingError(404, "Account not found")
+        if account.mode == self.mode:
+            return account.mode
+        if account.positions or account.pending:
+            raise TradingError(
+                409, "Close the account's positions and pending orders before changing its mode"
+            )
+        account.mode = self.mode
+        tx.touch(account)
+        tx.event("account.mode_changed", {"login": account.login, "account_mode": self.mode})
+        return account.mode
 
 
 class TradingService:
-    """Executes market deals and computes account state. Money is Decimal throughout."""
+    """Executes deals and computes account state; money is Decimal throughout.
+
+    ``workers`` is the number of shards (order workers), ``batch_size`` the most jobs
+    one batch commits together; rollovers are at ``rollover_time`` (``"HH:MM"``) in
+    ``rollover_timezone``; ``fx_conversion`` is ``"mid"`` or ``"bid_ask"``.
+    """
 
     def __init__(
         self,
@@ -98,326 +136,305 @@ class TradingService:
         venue: Venue,
         adjusters: Sequence[Adjuster],
         rules: Sequence[tuple[str, PreTradeRule]],
+        terms: TermsCache,
         request_ttl_s: int,
         workers: int,
+        fx_conversion: str = "mid",
+        batch_size: int = 256,
+        rollover_time: str = "00:00",
+        rollover_timezone: str = "UTC",
     ) -> None:
         self.db = db
         self.cache = cache
         self.clock = clock
         self.quotes = quotes
-        self.fx = fx
-        self.ids = ids
-        self.venue = venue
         self.adjusters = list(adjusters)
-        self.rules = list(rules)
-        self.request_ttl_s = request_ttl_s
-        self._queues: list[asyncio.Queue[OrderRequest]] = [asyncio.Queue() for _ in range(workers)]
-        self._tasks: list[asyncio.Task[None]] = []
+        self.valuation = Valuation(quotes, fx, adjusters, fx_conversion)
+        self.book = AccountBook()
+        self.rollovers = RolloverSchedule(rollover_time, rollover_timezone)
+        self.sink = StatusSink(cache, request_ttl_s)
+        self.env = Env(
+            valuation=self.valuation,
+            venue=venue,
+            rules=list(rules),
+            terms=terms,
+            clock=clock,
+            rollovers=self.rollovers,
+            watchers=[],
+            submit=self._submit,
+        )
+        self.workers = OrderWorkers(
+            db=db,
+            book=self.book,
+            tickets=TicketPool(ids, 1 if db.is_sqlite else 64),
+            env=self.env,
+            shards=workers,
+            batch_size=batch_size,
+            after_batch=self._after_batch,
+        )
+        self.triggers = TriggerIndex(
+            self.valuation, terms, clock, self._submit, self._trigger_job, ExpireJob
+        )
+        self.env.watchers.append(self.triggers)
+        self.risk: RiskEngine | None = None
+        #: Consumers of risk-engine crossings of other rules (prop-firm plugins), by rule.
+        self.crossing_handlers: dict[str, Callable[[Crossing], None]] = {}
+        self._next_rollover: datetime | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
-    # --- lifecycle -----------------------------------------------------------------
+    # --- wiring ---------------------------------------------------------------------------
+
+    def attach_risk_engine(self, engine: RiskEngine) -> None:
+        """Feed ``engine`` every committed change (before :meth:`start`)."""
+        self.risk = engine
+        self.env.watchers.append(RiskFeed(engine, self.env.terms, self.valuation))
+
+    def exact_equity(self, login: int) -> Decimal | None:
+        """The risk engine's exact check: equity of a held account (unrounded), or None."""
+        account = self.book.get(login)
+        return None if account is None else self.valuation.equity(account)
+
+    def on_crossing(self, crossing: Crossing) -> None:
+        """Risk engine sink: stop-out and margin call become jobs on the account's
+        worker; other rules go to their handler in :attr:`crossing_handlers`."""
+        if crossing.rule == "stop_out":
+            self._submit(StopOutJob(crossing.login, crossing))
+        elif crossing.rule == "margin_call":
+            self._submit(MarginCallJob(crossing.login, crossing))
+        else:
+            handler = self.crossing_handlers.get(crossing.rule)
+            if handler is not None:
+                handler(crossing)
+
+    #: Domain events of other writers that change an account's money or group.
+    REFRESH_EVENTS = ("transaction.created", "transaction.updated", "account.group_changed")
+
+    def on_event(self, event: DomainEvent) -> None:
+        """Bus handler (subscribed after the terms cache's, so terms are reloaded
+        first): an account changed by another writer (a deposit, a withdrawal, a group
+        change) is reloaded and the risk engine gets its new money and group levels
+        without waiting for its next order; a platform configuration change (a group's
+        levels) re-levels every account held here."""
+        login = event.payload.get("login")
+        if event.type in self.REFRESH_EVENTS and isinstance(login, int):
+            self._spawn(self._refresh(login))
+        elif event.type == CONFIG_CHANGED:
+            for account in self.book.accounts():
+                tell(self.env.watchers, partial(_money_changed, account=account))
+            self._settle_risk()
+
+    async def _refresh(self, login: int) -> None:
+        account = await self.snapshot(login)
+        if account is not None:
+            tell(self.env.watchers, partial(_money_changed, account=account))
+            self._settle_risk()
+
+    def _settle_risk(self) -> None:
+        if self.risk is not None:
+            self.risk.settle()
+
+    def _submit(self, job: Job) -> None:
+        self.workers.submit(job)
+
+    def _trigger_job(self, login: int, key: Key, quote: Quote) -> Job:
+        kind, ticket, _ = key
+        if kind == "position":
+            return StopTriggerJob(login, ticket, quote)
+        return PendingTriggerJob(login, ticket, quote)
+
+    # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._worker(queue), name=f"order-worker-{i}")
-            for i, queue in enumerate(self._queues)
-        ]
+        """Load the accounts holding positions or pending orders (trigger index, risk
+        engine), catch up due swaps, start the workers and follow the ticks."""
+        await self._load_open_accounts()
+        await self.workers.start()
+        now = self.clock.now()
+        self._next_rollover = self.rollovers.next(now)
+        self._spawn(self._rollover(self.rollovers.last(now)))
+        self._unsubscribe = self.quotes.subscribe(self._on_tick)
+        self._timer = asyncio.create_task(self._tick_timer(), name="trading-timer")
 
     async def stop(self) -> None:
-        for queue in self._queues:
-            await queue.join()
-        for task in self._tasks:
-            task.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self.workers.stop()
 
     async def idle(self) -> None:
-        """Wait until every queued order has been executed or rejected."""
-        for queue in self._queues:
-            await queue.join()
+        """Wait until every queued job (and every job they queued) has run."""
+        while True:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.workers.idle()
+            if not self._tasks:
+                return
 
-    # --- market orders ---------------------------------------------------------------
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_open_accounts(self) -> None:
+        query = union(
+            select(Position.login),
+            select(PendingOrder.login).where(PendingOrder.status == "active"),
+        )
+        async with self.db.read() as session:
+            logins = sorted(int(login) for login in (await session.scalars(query)).all())
+            for start in range(0, len(logins), LOAD_CHUNK):
+                chunk = logins[start : start + LOAD_CHUNK]
+                rows = (
+                    await session.execute(
+                        select(*ACCOUNT_COLUMNS).where(TradingAccount.login.in_(chunk))
+                    )
+                ).all()
+                for state in (await load_accounts(session, rows)).values():
+                    self._install(state)
+
+    def _install(self, state: AccountState) -> None:
+        if self.book.install(state):
+            tell(self.env.watchers, lambda watcher: watcher.account_loaded(state))
+            self._settle_risk()
+
+    def _on_tick(self, quote: Quote) -> None:
+        self.triggers.on_tick(quote)
+        self._check_rollover()
+
+    async def _tick_timer(self) -> None:
+        """Expiries and rollovers when no tick moves the clock (wall-clock markets)."""
+        while True:
+            await asyncio.sleep(TIMER_S)
+            try:
+                self.triggers.expire_due()
+                self._check_rollover()
+            except Exception:
+                log.exception("trading timer failed")
+
+    def _check_rollover(self) -> None:
+        now = self.clock.now()
+        if self._next_rollover is not None and now >= self._next_rollover:
+            self._next_rollover = self.rollovers.next(now)
+            self._spawn(self._rollover(self.rollovers.last(now)))
+
+    async def _rollover(self, at: datetime) -> None:
+        """Queue a swap job for every account with a position open over rollover ``at``."""
+        async with self.db.read() as session:
+            logins = set(
+                (
+                    await session.scalars(
+                        select(Position.login)
+                        .where(
+                            Position.open_time < at,
+                            or_(
+                                Position.last_rollover_at.is_(None), Position.last_rollover_at < at
+                            ),
+                        )
+                        .distinct()
+                    )
+                ).all()
+            )
+        for login in sorted(logins):
+            self._submit(SwapJob(login))
+
+    async def _after_batch(self) -> None:
+        await self.sink.flush()
+        self._settle_risk()
+
+    # --- market orders ------------------------------------------------------------------
 
     async def submit(self, login: int, symbol: str, cmd: int, volume: Decimal) -> str:
-        """Queue a market order; returns the ``request_id`` to poll."""
+        """Queue a market order (``cmd`` 0 buy / 1 sell, ``volume`` lots); returns the
+        ``request_id`` to poll."""
         request = OrderRequest(str(uuid.uuid4()), login, symbol, cmd, volume)
-        await self._store_status(request.request_id, {"status": "queued", "login": login})
-        self._queues[login % len(self._queues)].put_nowait(request)
+        await self.cache.set(
+            self.sink.key(request.request_id),
+            json.dumps({"status": "queued", "login": login}),
+            self.sink.ttl_s,
+        )
+        self._submit(MarketOrderJob(request, self.sink))
         return request.request_id
 
-    async def request_status(self, request_id: str) -> dict[str, Any] | None:
-        """``{"request_id", "status", "login", "order"|"reason"}``; None once expired/unknown."""
-        raw = await self.cache.get(f"order:request:{request_id}")
+    async def request_status(self, request_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """``{"request_id", "status", "login", "order"|"reason"}``; None once expired or
+        unknown. With ``wait_s``, a ``queued`` request is awaited up to that long (long
+        poll; the order must be executing in this process to end the wait early)."""
+        key = self.sink.key(request_id)
+        with self.sink.watch(request_id) as stored:
+            raw = await self.cache.get(key)
+            if raw is not None and wait_s > 0 and json.loads(raw)["status"] == "queued":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored, wait_s)
+                raw = await self.cache.get(key)
         if raw is None:
             return None
         return {"request_id": request_id, **json.loads(raw)}
 
-    async def _store_status(self, request_id: str, status: dict[str, Any]) -> None:
-        await self.cache.set(f"order:request:{request_id}", json.dumps(status), self.request_ttl_s)
+    # --- synchronous requests -------------------------------------------------------------
 
-    async def _worker(self, queue: asyncio.Queue[OrderRequest]) -> None:
-        while True:
-            request = await queue.get()
-            try:
-                outcome = await self.execute(request)
-                if isinstance(outcome, Rejection):
-                    status: dict[str, Any] = {"status": "rejected", "reason": outcome.reason}
-                else:
-                    status = {"status": "executed", "order": outcome}
-            except Exception:
-                log.exception("order request %s failed", request.request_id)
-                status = {"status": "rejected", "reason": "Internal error"}
-            try:
-                await self._store_status(request.request_id, {**status, "login": request.login})
-            finally:
-                queue.task_done()
+    async def _await(self, job: FutureJob) -> Any:
+        self._submit(job)
+        return await job.future
 
-    async def execute(self, request: OrderRequest) -> int | Rejection:
-        """Execute one market order; returns the new position's ticket or a Rejection."""
-        async with self.db.transaction() as session:
-            account = await ledger.lock_account(session, request.login)
-            if account is None or not account.is_active:
-                return Rejection("Account not found or disabled")
-            terms = await load_terms(session, account.group_id, request.symbol)
-            if terms is None:
-                return Rejection("Unknown symbol")
-            if terms.tradeability != "tradable":
-                return Rejection("Trading is disabled for this symbol")
-            if not (terms.min_lot <= request.volume <= terms.max_lot) or not volume_on_step(
-                request.volume, terms.lot_step
-            ):
-                return Rejection("Invalid volume")
-            side = 1 if request.cmd == 0 else -1
-            now_ms = self.clock.now_ms()
-            outcome = await self.venue.execute(
-                FillRequest(
-                    request.login, side, request.volume, self.quote_for(terms), terms, now_ms
-                )
-            )
-            if isinstance(outcome, Rejection):
-                return outcome
-            try:
-                margin = round_money(
-                    required_margin(
-                        terms,
-                        request.volume,
-                        outcome.price,
-                        account.leverage,
-                        self._converter(terms, outcome.price, account.currency),
-                    ),
-                    account.currency,
-                )
-                open_fx_rate = self._profit_rate(terms, outcome.price, account.currency)
-            except ConversionUnavailable as exc:
-                return Rejection(f"No conversion rate: {exc}")
-            positions = await self._positions(session, account.login)
-            equity = account.balance + account.credit + self._floating(positions, account.currency)
-            group_name = await session.scalar(
-                select(Group.name).where(Group.id == account.group_id)
-            )
-            check = PreTradeCheck(
-                login=account.login,
-                group=group_name or "",
-                currency=account.currency,
-                leverage=account.leverage,
-                balance=account.balance,
-                credit=account.credit,
-                equity=equity,
-                margin_used=account.margin,
-                symbol=terms.symbol,
-                side=side,
-                volume=request.volume,
-                price=outcome.price,
-                required_margin=margin,
-                open_positions=len(positions),
-            )
-            for _name, rule in self.rules:
-                rejection = rule.check(check)
-                if rejection is not None:
-                    return rejection
-            ticket = await self._open(
-                session, account, terms, request, side, outcome, margin, open_fx_rate
-            )
-        return ticket
+    async def close(self, login: int, ticket: int, volume: Decimal | None = None) -> dict[str, Any]:
+        """Close ``volume`` lots of position ``ticket`` (all when None); returns the
+        history row. Raises TradingError 404, 409, 422 (:class:`CloseJob`)."""
+        result: dict[str, Any] = await self._await(CloseJob(login, ticket, volume))
+        return result
 
-    async def _open(
-        self,
-        session: AsyncSession,
-        account: TradingAccount,
-        terms: SymbolTerms,
-        request: OrderRequest,
-        side: int,
-        fill: Fill,
-        margin: Decimal,
-        open_fx_rate: Decimal,
-    ) -> int:
-        ticket = await self.ids.next_ticket(session)
-        opened_at = utc(fill.time_ms)
-        session.add(
-            Position(
-                ticket=ticket,
-                login=account.login,
-                symbol=terms.symbol,
-                cmd=request.cmd,
-                volume=request.volume,
-                open_price=fill.price,
-                open_time=opened_at,
-                sl=None,
-                tp=None,
-                margin=margin,
-                open_fx_rate=open_fx_rate,
-                comment=None,
-                terms=terms_to_json(terms),
-            )
-        )
-        ledger.append(
-            session,
-            account,
-            "order_open",
-            reference_type="order",
-            reference_id=str(ticket),
-            idempotency_key=f"order_open:{ticket}",
-            description=f"Open #{ticket} {CMD_NAMES[request.cmd]} {request.volume} "
-            f"{terms.symbol} @ {fill.price}",
-            at=opened_at,
-            margin_delta=margin,
-        )
-        record_event(
-            session,
-            "order.opened",
-            {
-                "login": account.login,
-                "ticket": ticket,
-                "symbol": terms.symbol,
-                "cmd": request.cmd,
-                "volume": str(request.volume),
-                "price": str(fill.price),
-                "margin": str(margin),
-                "request_id": request.request_id,
-            },
-            opened_at,
-        )
-        return ticket
+    async def modify_stops(
+        self, login: int, ticket: int, sl: Decimal | None, tp: Decimal | None
+    ) -> OpenPosition:
+        """Set/remove SL/TP (None: unchanged, 0: remove). Raises TradingError 404/409/422."""
+        result: OpenPosition = await self._await(ModifyStopsJob(login, ticket, sl, tp))
+        return result
 
-    # --- closing ----------------------------------------------------------------------
+    async def place_pending(self, request: PendingRequest) -> PendingState:
+        """Place a pending order. Raises TradingError 404/409/422 (:class:`PlacePendingJob`)."""
+        result: PendingState = await self._await(PlacePendingJob(request))
+        return result
 
-    async def close(
-        self, login: int, ticket: int, volume: Decimal | None = None, reason: str = "manual"
-    ) -> TradeHistory:
-        """Close ``volume`` lots of position ``ticket`` (all of it when None).
+    async def modify_pending(self, login: int, order_id: int, **fields: Any) -> PendingState:
+        """Modify an active pending order (``sl``, ``tp``, ``trigger_price``,
+        ``limit_price``). Raises TradingError 404/409/422."""
+        result: PendingState = await self._await(ModifyPendingJob(login, order_id, **fields))
+        return result
 
-        Partial close (seed section 11): ``volume`` a multiple of 0.001, the remainder
-        zero or >= 0.001; the closed part becomes its own history row linked by
-        ``parent_order`` with a new ticket, and margin, commission and swap are split
-        in proportion (the remainder keeps the rest, so totals are exact).
-        Raises TradingError 404 (no such position), 422 (bad volume), 409 (no quote).
-        """
-        async with self.db.transaction() as session:
-            account = await ledger.lock_account(session, login)
-            if account is None:
-                raise TradingError(404, "Account not found")
-            position = await session.get(Position, ticket, with_for_update=True)
-            if position is None or position.login != login:
-                raise TradingError(404, "Position not found")
-            volume = position.volume if volume is None else volume
-            remainder = position.volume - volume
-            if volume <= 0 or volume % CLOSE_STEP != 0 or remainder < 0:
-                raise TradingError(
-                    422, "volume must be a positive multiple of 0.001 not above the position's"
-                )
-            terms = terms_from_json(position.terms)
-            side = 1 if position.cmd == 0 else -1
-            now_ms = self.clock.now_ms()
-            outcome = await self.venue.execute(
-                FillRequest(login, -side, volume, self.quote_for(terms), terms, now_ms)
-            )
-            if isinstance(outcome, Rejection):
-                raise TradingError(409, outcome.reason)
-            try:
-                close_fx_rate = self._profit_rate(terms, outcome.price, account.currency)
-            except ConversionUnavailable as exc:
-                raise TradingError(409, f"No conversion rate: {exc}") from exc
-            deal_profit = round_money(
-                profit(terms, side, volume, position.open_price, outcome.price) * close_fx_rate,
-                account.currency,
-            )
-            full = remainder == 0
-            if full:
-                released, commission, swap = position.margin, position.commission, position.swap
-                history_ticket, parent = position.ticket, None
-                await session.delete(position)
-            else:
-                share = volume / position.volume
-                released = round_money(position.margin * share, account.currency)
-                commission = round_money(position.commission * share, account.currency)
-                swap = round_money(position.swap * share, account.currency)
-                position.margin -= released
-                position.commission -= commission
-                position.swap -= swap
-                position.volume = remainder
-                history_ticket, parent = await self.ids.next_ticket(session), position.ticket
-            closed_at = utc(outcome.time_ms)
-            deal = TradeHistory(
-                ticket=history_ticket,
-                login=login,
-                symbol=position.symbol,
-                cmd=position.cmd,
-                volume=volume,
-                open_price=position.open_price,
-                open_time=position.open_time,
-                close_price=outcome.price,
-                close_time=closed_at,
-                profit=deal_profit,
-                commission=commission,
-                swap=swap,
-                margin=released,
-                open_fx_rate=position.open_fx_rate,
-                close_fx_rate=close_fx_rate,
-                reason=reason,
-                parent_order=parent,
-            )
-            session.add(deal)
-            label = f"#{position.ticket} {volume} {position.symbol} @ {outcome.price}"
-            ledger.append(
-                session,
-                account,
-                "margin_release",
-                reference_type="order",
-                reference_id=str(history_ticket),
-                idempotency_key=f"margin_release:{history_ticket}",
-                description=f"Margin released, close {label}",
-                at=closed_at,
-                margin_delta=-released,
-            )
-            ledger.append(
-                session,
-                account,
-                "trade_pnl",
-                reference_type="order",
-                reference_id=str(history_ticket),
-                idempotency_key=f"trade_pnl:{history_ticket}",
-                description=f"Profit, close {label}",
-                at=closed_at,
-                balance_delta=deal_profit,
-            )
-            record_event(
-                session,
-                "order.closed",
-                {
-                    "login": login,
-                    "ticket": position.ticket,
-                    "deal": history_ticket,
-                    "symbol": position.symbol,
-                    "volume": str(volume),
-                    "price": str(outcome.price),
-                    "profit": str(deal_profit),
-                    "reason": reason,
-                    "remaining_volume": str(remainder),
-                },
-                closed_at,
-            )
-        return deal
+    async def cancel_pending(self, login: int, order_id: int) -> PendingState:
+        """Cancel an active pending order. Raises TradingError 404/409."""
+        result: PendingState = await self._await(CancelPendingJob(login, order_id))
+        return result
 
-    # --- state --------------------------------------------------------------------------
+    async def set_account_mode(self, login: int, mode: str) -> str:
+        """``hedging`` or ``netting``; raises TradingError 404/409 (:class:`SetModeJob`)."""
+        result: str = await self._await(SetModeJob(login, mode))
+        return result
+
+    # --- state ----------------------------------------------------------------------------
+
+    async def snapshot(self, login: int) -> AccountState | None:
+        """The account's committed state (reloaded when its row's version moved), or
+        None for an unknown login. Treat it as read-only."""
+        async with self.db.read() as session:
+            row = (
+                await session.execute(select(*ACCOUNT_COLUMNS).where(TradingAccount.login == login))
+            ).first()
+            if row is None:
+                return None
+            held = self.book.get(login)
+            if held is not None and held.version == row.version:
+                refresh_settings(held, row)
+                return held
+            state = (await load_accounts(session, [row]))[login]
+        self._install(state)
+        return self.book.get(login) or state
 
     async def account_state(self, login: int) -> dict[str, Any] | None:
         """Live state (seed section 6): money in account currency, levels in percent.
@@ -427,39 +444,16 @@ class TradingService:
         exposures are notional in USD (net: per symbol, hedged sides offset);
         ``age_s`` is the age of the oldest quote used, ``stale`` when above 5 s.
         """
-        async with self.db.read() as session:
-            account = await session.get(TradingAccount, login)
-            if account is None:
-                return None
-            positions = await self._positions(session, login)
+        account = await self.snapshot(login)
+        if account is None:
+            return None
         currency = account.currency
-        floating = self._floating(positions, currency)
+        floating = self.valuation.floating(account)
         equity = account.balance + account.credit + floating
         free_margin = equity - account.margin
-        gross = Decimal(0)
-        net_by_symbol: dict[str, Decimal] = {}
-        oldest_ms = self.clock.now_ms()
-        for position in positions:
-            quote = self.quotes.get(position.symbol)
-            price = quote.mid if quote is not None else position.open_price
-            if quote is not None:
-                oldest_ms = min(oldest_ms, quote.time_ms)
-            terms = terms_from_json(position.terms)
-            try:
-                usd = (
-                    position.volume
-                    * terms.contract_size
-                    * price
-                    * self.fx.rate(terms.quote_currency, "USD")
-                )
-            except ConversionUnavailable:
-                continue
-            gross += usd
-            sign = 1 if position.cmd == 0 else -1
-            net_by_symbol[position.symbol] = (
-                net_by_symbol.get(position.symbol, Decimal(0)) + sign * usd
-            )
-        age_s = max(0.0, (self.clock.now_ms() - oldest_ms) / 1000)
+        gross, net, oldest_ms = self.valuation.exposure(account)
+        now_ms = self.clock.now_ms()
+        age_s = max(0.0, (now_ms - (oldest_ms or now_ms)) / 1000)
         return {
             "login": str(login),
             "balance": account.balance,
@@ -475,80 +469,20 @@ class TradingService:
             "margin_used": account.margin,
             "max_withdrawable": round_money(
                 max(Decimal(0), min(account.balance, free_margin))
-                if positions
+                if account.positions
                 else account.balance,
                 currency,
             ),
             "gross_exposure": round_money(gross, "USD"),
-            "net_exposure": round_money(
-                sum((abs(v) for v in net_by_symbol.values()), Decimal(0)), "USD"
-            ),
+            "net_exposure": round_money(net, "USD"),
             "currency": currency,
+            "account_mode": account.mode,
             "stale": age_s > STATE_STALE_AFTER_S,
             "age_s": round(age_s, 3),
         }
 
-    # --- helpers ------------------------------------------------------------------------
-
-    def quote_for(self, terms: SymbolTerms) -> Quote | None:
-        """The latest quote for the symbol as the group sees it (adjusters applied)."""
-        quote = self.quotes.get(terms.symbol)
-        if quote is None:
-            return None
-        for adjuster in self.adjusters:
-            quote = adjuster.adjust(quote, terms)
-        return quote
-
-    async def _positions(self, session: AsyncSession, login: int) -> list[Position]:
-        return list(
-            (
-                await session.scalars(
-                    select(Position).where(Position.login == login).order_by(Position.ticket)
-                )
-            ).all()
-        )
-
-    def mark(self, position: Position, currency: str) -> tuple[Decimal, Decimal] | None:
-        """``(close_price, profit)`` of a position at the group's closing side (buy
+    def mark(self, position: OpenPosition, currency: str) -> tuple[Decimal, Decimal] | None:
+        """``(close price, profit)`` of a position at the group's closing side (buy
         closes on bid, sell on ask), profit unrounded in ``currency``; None without a
         quote or conversion rate."""
-        terms = terms_from_json(position.terms)
-        quote = self.quote_for(terms)
-        if quote is None:
-            return None
-        side = 1 if position.cmd == 0 else -1
-        close_price = quote.bid if side == 1 else quote.ask
-        try:
-            rate = self._profit_rate(terms, close_price, currency)
-        except ConversionUnavailable:
-            return None
-        return close_price, profit(
-            terms, side, position.volume, position.open_price, close_price
-        ) * rate
-
-    def _floating(self, positions: Sequence[Position], currency: str) -> Decimal:
-        """Unrealised profit of ``positions`` in account currency (unrounded)."""
-        total = Decimal(0)
-        for position in positions:
-            marked = self.mark(position, currency)
-            if marked is not None:
-                total += marked[1]
-        return total
-
-    def _profit_rate(self, terms: SymbolTerms, price: Decimal, currency: str) -> Decimal:
-        """Units of account currency per unit of the symbol's profit currency."""
-        return self._converter(terms, price, currency)(Decimal(1), terms.profit_currency)
-
-    def _converter(self, terms: SymbolTerms, price: Decimal, currency: str) -> ToAccount:
-        """Converts to ``currency``; the symbol's own pair converts at the deal price."""
-
-        def to_account(amount: Decimal, source: str) -> Decimal:
-            if source == currency:
-                return amount
-            if source == terms.base_currency and terms.quote_currency == currency:
-                return amount * price
-            if source == terms.quote_currency and terms.base_currency == currency:
-                return amount / price
-            return self.fx.convert(amount, source, currency)
-
-        return to_account
+        return self.valuation.mark(position, currency)

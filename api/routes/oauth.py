@@ -1,0 +1,88 @@
+"""Partner OAuth2 token endpoint (ZT4 partner API, "Authentication").
+
+``POST /api/v1/oauth/token`` with a form body implements the client-credentials
+grant (RFC 6749 section 4.4). The client authenticates with HTTP Basic
+(``client_secret_basic``) or ``client_id`` / ``client_secret`` form fields
+(``client_secret_post``), not both. Success:
+``{"access_token", "token_type": "Bearer", "expires_in": 3600, "scope"}``; errors are
+RFC 6749 section 5.2 bodies ``{"error", "error_description"}`` (400, or 401
+``invalid_client``). Responses are never cached (``Cache-Control: no-store``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+
+from brokerkernel.api.jsonio import respond
+from brokerkernel.api.keys import KERNEL
+from brokerkernel.kernel.identity.partners import OAuthError
+
+if TYPE_CHECKING:
+    from brokerkernel.api.app import Router
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    """``(client_id, client_secret)`` of an HTTP Basic header (form-decoded, RFC 6749
+    section 2.3.1), None for another scheme; raises OAuthError when malformed."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise OAuthError("invalid_client", "Malformed Basic credentials", 401) from exc
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "Malformed Basic credentials", 401)
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+async def token(request: web.Request) -> web.Response:
+    """The client-credentials grant (see the module docstring)."""
+    basic_used = False
+    try:
+        if request.content_type not in FORM_TYPES:
+            raise OAuthError(
+                "invalid_request", "The body must be application/x-www-form-urlencoded"
+            )
+        form = await request.post()
+        grant_type = form.get("grant_type")
+        if not isinstance(grant_type, str) or not grant_type:
+            raise OAuthError("invalid_request", "grant_type is required")
+        if grant_type != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "Only client_credentials is supported")
+        header = request.headers.get("Authorization", "")
+        basic_used = header.lower().startswith("basic ")
+        basic = _basic(header)
+        posted = form.get("client_id"), form.get("client_secret")
+        if basic is not None and posted[1] is not None:
+            raise OAuthError("invalid_request", "Use one client authentication method")
+        client_id, secret = basic if basic is not None else posted
+        if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id:
+            raise OAuthError("invalid_client", "Client authentication failed", 401)
+        scope = form.get("scope")
+        body = await request.app[KERNEL].identity.partners.exchange(
+            client_id, secret, scope if isinstance(scope, str) else None
+        )
+    except OAuthError as exc:
+        headers = dict(NO_STORE)
+        if exc.status == 401 and basic_used:
+            headers["WWW-Authenticate"] = 'Basic realm="brokerkernel", charset="UTF-8"'
+        return respond(
+            {"error": exc.error, "error_description": exc.description},
+            status=exc.status,
+            headers=headers,
+        )
+    return respond(body, headers=NO_STORE)
+
+
+def setup(router: Router) -> None:
+    router.add("POST", "/api/v1/oauth/token", token)
