@@ -218,16 +218,7 @@ async def stage_close(
         description=f"Profit, close {label}",
         balance_delta=pricing.profit,
     )
-    if pricing.commission:
-        tx.ledger_entry(
-            account,
-            "commission",
-            reference_type="order",
-            reference_id=str(ticket),
-            idempotency_key=f"commission:close:{ticket}",
-            description=f"Commission, close {label}",
-            balance_delta=-pricing.commission,
-        )
+    _charge_commission(tx, account, ticket, f"close:{ticket}", f"close {label}", pricing.commission)
     tx.audit_row(
         account,
         before,
@@ -459,16 +450,7 @@ def _open_position(
         description=f"Open {label}",
         margin_delta=margin,
     )
-    if fee:
-        tx.ledger_entry(
-            account,
-            "commission",
-            reference_type="order",
-            reference_id=str(ticket),
-            idempotency_key=f"commission:open:{ticket}",
-            description=f"Commission, open {label}",
-            balance_delta=-fee,
-        )
+    _charge_commission(tx, account, ticket, f"open:{ticket}", f"open {label}", fee)
     _opened(tx, account, before, ticket, deal, volume, price, margin, fee, "open")
     return ticket
 
@@ -508,18 +490,31 @@ def _add_to_netting(
         description=f"Add {label}",
         margin_delta=margin,
     )
+    _charge_commission(tx, account, held.ticket, f"open:{deal_ticket}", f"add {label}", fee)
+    _opened(tx, account, before, held.ticket, deal, volume, price, margin, fee, "increase")
+    return held.ticket
+
+
+def _charge_commission(
+    tx: ShardTransaction,
+    account: AccountState,
+    ticket: int,
+    key: str,
+    what: str,
+    fee: Decimal,
+) -> None:
+    """Post a deal's commission (account currency, > 0) as a ``commission`` ledger row;
+    nothing when the deal carries none. ``key`` makes the row idempotent per deal side."""
     if fee:
         tx.ledger_entry(
             account,
             "commission",
             reference_type="order",
-            reference_id=str(held.ticket),
-            idempotency_key=f"commission:open:{deal_ticket}",
-            description=f"Commission, add {label}",
+            reference_id=str(ticket),
+            idempotency_key=f"commission:{key}",
+            description=f"Commission, {what}",
             balance_delta=-fee,
         )
-    _opened(tx, account, before, held.ticket, deal, volume, price, margin, fee, "increase")
-    return held.ticket
 
 
 def _opened(
