@@ -198,6 +198,10 @@ class Kernel:
             self.plugins.enabled,
         )
         self._http: aiohttp.ClientSession | None = None
+        #: Services plugins publish for other plugins, by plugin name (e.g. the
+        #: challenges plugin's ChallengeService under "challenges"); set in their
+        #: factories or at ``broker_on_startup``.
+        self.extensions: dict[str, Any] = {}
         self.started = False
 
     @property

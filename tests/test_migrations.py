@@ -72,7 +72,7 @@ SEEDED_COUNTS = {
     "broker_tenants": 1,
     "withdrawal_approval_rules": 3,
 }
-HEAD = "0007"
+HEAD = "0011"
 POSTGRESQL_SEQUENCES = {"trading_account_login_seq": 10001, "position_ticket_seq": 100001}
 
 

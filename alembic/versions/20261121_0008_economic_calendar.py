@@ -1,0 +1,24 @@
+"""Economic calendar: high-impact events (news blackout, GET /calendar).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-21 00:00:00+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# revision identifiers, used by Alembic.
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,24 @@
+"""Partner webhooks: subscriptions, durable deliveries and their attempt log.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-21 00:00:00+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# revision identifiers, used by Alembic.
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

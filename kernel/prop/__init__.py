@@ -1,0 +1,1 @@
+"""Prop-firm kernel contracts: the rule API integrators write custom rules against."""
