@@ -58,6 +58,9 @@ A minimal custom rule (a package of its own, registered under the entry-point gr
         def check_order(self, state, order):
             return None
 
+        def deadlines(self, state):
+            return []
+
     class EquityFloorType:
         def __init__(self, context):
             pass
@@ -251,6 +254,12 @@ class PropRule(Protocol):
     def check_order(self, state: RuleInput, order: OrderIntent) -> RuleResult | None:
         """A ``breach`` result refuses the order (its reason is the rejection reason);
         None lets it through."""
+        ...
+
+    def deadlines(self, state: RuleInput) -> Iterable[datetime]:
+        """UTC instants at which the rule must be evaluated even without a tick or a
+        fill (Friday close for a weekend-holding ban, the end of the maximum trading
+        period, an inactivity deadline, a news window); empty for most rules."""
         ...
 
 
