@@ -15,12 +15,15 @@ from aiohttp import web
 
 from brokerkernel.api import middlewares
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import deprecate
 from brokerkernel.api.routes import (
     admin,
     backoffice,
+    calendar,
     crm,
     customer,
     customer_auth,
+    docs,
     groups,
     health,
     instruments,
@@ -59,7 +62,7 @@ def _deprecated(handler: Handler, successor: str) -> Handler:
         request[DEPRECATED_SUCCESSOR] = successor
         return await handler(request)
 
-    return legacy
+    return deprecate(legacy, handler, successor)
 
 
 async def _mark_deprecated(request: web.Request, response: web.StreamResponse) -> None:
@@ -106,6 +109,8 @@ def create_app(kernel: Kernel) -> web.Application:
         crm,
         backoffice,
         payments,
+        calendar,
+        docs,
     ):
         module.setup(router)
     for item in kernel.plugins.registries.routes:

@@ -2,14 +2,15 @@
 
 Request bodies are parsed with ``parse_float=Decimal``, so ``0.1`` lots is exactly
 ``Decimal("0.1")``. Responses write ``Decimal`` values as JSON numbers with their
-exact digits (never through a float) and datetimes as ISO 8601 UTC (``...Z``).
+exact digits (never through a float), datetimes as ISO 8601 UTC (``...Z``) and dates
+as ISO 8601 days (``2014-05-07``, e.g. a trading day).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,8 @@ def _default(value: Any) -> Any:
         return _MARK + format(value.normalize(), "f")
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

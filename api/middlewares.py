@@ -140,22 +140,23 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
         status = response.status
         return response
     finally:
-        who = request.get(PRINCIPAL)
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        access_log.info(
-            "%s %s %s %.2fms",
-            request.method,
-            request.path,
-            status,
-            elapsed_ms,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": elapsed_ms,
-                "principal": f"{who.kind}:{who.subject}" if who is not None else None,
-            },
-        )
+        if access_log.isEnabledFor(logging.INFO):  # else skip building the record's fields
+            who = request.get(PRINCIPAL)
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2fms",
+                request.method,
+                request.path,
+                status,
+                elapsed_ms,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": elapsed_ms,
+                    "principal": f"{who.kind}:{who.subject}" if who is not None else None,
+                },
+            )
         _request_id.reset(token)
 
 

@@ -6,7 +6,7 @@ Error body: ``{"detail": [{"loc": ["body", "volume"], "msg": "...", "type": "...
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -153,6 +153,23 @@ def query_bool(request: web.Request, name: str) -> bool | None:
     if raw.lower() in ("false", "0"):
         return False
     raise ApiError(422, [{"loc": ["query", name], "msg": "must be true or false", "type": "type"}])
+
+
+def query_enum(request: web.Request, name: str, allowed: Sequence[str]) -> str | None:
+    """A query parameter that must be one of ``allowed`` (None when absent); 422 otherwise."""
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        raise ApiError(
+            422,
+            [
+                {
+                    "loc": ["query", name],
+                    "msg": f"must be one of {', '.join(allowed)}",
+                    "type": "enum",
+                }
+            ],
+        )
+    return value
 
 
 def path_int(request: web.Request, name: str) -> int:

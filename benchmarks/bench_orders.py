@@ -4,7 +4,9 @@ One process serves the kernel's API on a loopback port (SQLite by default, or a
 scratch PostgreSQL database); a second process runs ``--clients`` concurrent HTTP
 clients, each posting market orders (``POST /api/customer/orders``, 0.01 lot EURUSD,
 buy and sell in turn) and polling ``GET /api/customer/orders/request/{id}`` (a long
-poll of ``--wait-ms``, then every ``--poll-ms``) until the order is ``executed``.
+poll of ``--wait-ms``, then every ``--poll-ms``) until the order is ``executed`` — or,
+with ``--post-wait-ms``, letting the POST itself wait for the outcome (one request
+per order; polled only if still queued).
 Client and server run in separate processes so that the clients' own work does not
 slow the server down (on one machine they still share its cores).
 
@@ -13,6 +15,9 @@ Measured:
 * orders/s: orders executed whose POST was sent inside the ``--seconds`` window,
   divided by the window (after ``--warmup`` seconds not counted);
 * client latency: POST sent -> ``executed`` seen by the polling client (ms, p50/p99);
+* server CPU: the server process's CPU time (all its threads) while the clients ran,
+  per order executed — the figure to compare on a shared machine, where wall-clock
+  rates move with the other load;
 * server batches: how many jobs each order-worker transaction carried (group commit)
   and how long one batch took (ms, p50/p99), timed in the server;
 * engine only: afterwards ``--engine-orders`` orders are queued straight on the
@@ -35,8 +40,17 @@ market clock stands still and the quote stays fresh for the whole run.
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_orders.py
+    .venv/bin/python benchmarks/bench_orders.py --post-wait-ms 1000
     .venv/bin/python benchmarks/bench_orders.py \\
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/bench_orders.py --profile /tmp/orders.prof   # cProfile
+
+Measured 2026-11-21 (2 cores shared with other heavy work, load average 5-7: wall
+rates are depressed and noisy; server CPU per order is the comparable figure), 64
+clients: SQLite 1.03 -> 0.92 ms CPU per order with the seed's POST + long poll, 0.70
+ms with ``--post-wait-ms`` (401 -> 471 -> 824 orders/s wall); PostgreSQL 1.06 ->
+0.90 -> 0.81 ms (batches of 16 jobs take ~45 ms there: round trips to a busy server
+bound it). The order engine alone: ~0.26 ms CPU per order (250 jobs per commit).
 
 With a PostgreSQL URL, that URL's database is only used to ``CREATE DATABASE
 bk_bench_<pid>`` (dropped at the end); nothing else is touched. Loopback only; the
@@ -47,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import math
 import os
@@ -105,11 +120,15 @@ async def _client(
     accounts: list[tuple[int, str]],
     window: tuple[float, float],
     poll_s: float,
-    wait_ms: int,
+    wait_ms: tuple[int, int],
     result: dict[str, Any],
 ) -> None:
     """Post orders round-robin over ``accounts`` until the window ends; poll each one
-    (with ``wait_ms`` > 0 as a long poll: the server holds a queued answer that long)."""
+    still queued. ``wait_ms`` (POST, poll): > 0 lets the server hold a queued answer
+    that long (the POST's: one request per order; the poll's: a long poll)."""
+    post_path = (
+        f"/api/customer/orders?wait_ms={wait_ms[0]}" if wait_ms[0] else "/api/customer/orders"
+    )
     start, end = window
     latencies: list[float] = result["latencies_ms"]
     index = 0
@@ -118,20 +137,19 @@ async def _client(
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         body = f'{{"login":{login},"symbol":"EURUSD","cmd":{index % 2},"volume":{VOLUME}}}'
         index += 1
-        async with session.post("/api/customer/orders", data=body, headers=headers) as response:
-            payload = loads(await response.text())
+        async with session.post(post_path, data=body, headers=headers) as response:
+            status = loads(await response.text())
             result["requests"] += 1
             if response.status != 200:
                 result["errors"][f"POST {response.status}"] += 1
                 continue
-        path = f"/api/customer/orders/request/{payload['request_id']}?wait_ms={wait_ms}"
-        while True:
+        path = f"/api/customer/orders/request/{status['request_id']}?wait_ms={wait_ms[1]}"
+        while status.get("status") == "queued":
             async with session.get(path, headers=headers) as response:
                 status = loads(await response.text())
                 result["requests"] += 1
-            if status.get("status") != "queued":
-                break
-            await asyncio.sleep(poll_s)
+            if status.get("status") == "queued":
+                await asyncio.sleep(poll_s)
         done = time.perf_counter()
         measured = start <= sent < end
         if status.get("status") == "executed":
@@ -169,7 +187,7 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
                     accounts[i::clients] or accounts,
                     (start, end),
                     float(config["poll_ms"]) / 1000,
-                    int(config["wait_ms"]),
+                    (int(config["post_wait_ms"]), int(config["wait_ms"])),
                     result,
                 )
                 for i in range(clients)
@@ -254,7 +272,10 @@ async def _accounts(kernel: Kernel, count: int) -> list[tuple[int, str]]:
     """Register and fund ``count`` customers; returns ``(login, access token)`` pairs."""
     password_hash = hash_password("bench-password")
     accounts: list[tuple[int, str]] = []
-    with mock.patch("brokerkernel.kernel.customers.hash_password", return_value=password_hash):
+    with mock.patch(
+        "brokerkernel.kernel.customers.hash_password_async",
+        mock.AsyncMock(return_value=password_hash),
+    ):
         for i in range(count):
             result = await register(
                 kernel.db,
@@ -376,7 +397,12 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
             "seconds": args.seconds,
             "poll_ms": args.poll_ms,
             "wait_ms": args.wait_ms,
+            "post_wait_ms": args.post_wait_ms,
         }
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            profiler.enable()
+        cpu_before = time.process_time()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
@@ -385,6 +411,10 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await process.communicate(json.dumps(client_config).encode())
+        server_cpu_s = time.process_time() - cpu_before
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         if process.returncode != 0:
             print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
             return 1
@@ -407,10 +437,13 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         f"  setup            {args.accounts} accounts funded in {setup_s:.1f} s; "
         f"{shards} order workers, {args.clients} concurrent HTTP clients, poll every "
         f"{args.poll_ms} ms "
-        f"(long poll {args.wait_ms} ms)",
+        f"(long poll {args.wait_ms} ms); POST wait_ms {args.post_wait_ms}",
         f"  orders           {result['filled']:,} executed in the {result['seconds']:.1f} s window "
         f"(+{args.warmup:.0f} s warm-up, {len(tickets):,} executed in all)",
         f"  wall seconds     {result['seconds']:.2f}",
+        f"  server CPU       {server_cpu_s:.2f} s for {len(tickets):,} orders (warm-up included): "
+        f"{server_cpu_s * 1000 / max(1, len(tickets)):.3f} ms per order, all threads "
+        f"(= {len(tickets) / server_cpu_s if server_cpu_s else 0:,.0f} orders per CPU second)",
         f"  orders/s         {rate:,.0f}",
         f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
         f"max {result['max_ms']:.2f} ms  (POST -> executed seen by polling)",
@@ -455,6 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         "--wait-ms", type=int, default=1000, help="long poll: wait_ms of each poll (0: plain)"
     )
     parser.add_argument(
+        "--post-wait-ms",
+        type=int,
+        default=0,
+        help="wait_ms of each POST: the answer waits that long for the outcome "
+        "(one request per order; 0: the seed's queued answer, then polls)",
+    )
+    parser.add_argument(
         "--engine-orders",
         type=int,
         default=10_000,
@@ -464,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir",
         default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
         help="market data (the replay feed is configured as clock source, never stepped)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="write a cProfile of the server's event-loop thread while the clients run "
+        "to this file (slows the server down)",
     )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -178,7 +178,14 @@ class PreTradeCheck:
     """Everything a pre-trade rule may look at; money in account currency (Decimal).
 
     ``required_margin`` is the margin the new position would add at ``price``;
-    ``margin_used`` and ``equity`` are the account's before the deal.
+    ``margin_used`` and ``equity`` are the account's before the deal. ``sl``/``tp``
+    are the new position's stops (None: none), ``time_ms`` market time (UTC ms) and
+    ``notional_usd`` the deal's notional in USD (None without a USD rate).
+
+    ``origin`` is the deal's origin (a market order's request id, ``pending:<id>`` for
+    a pending order triggering). ``closing`` True: the trader closes ``volume`` lots
+    (a close request, or the closing part of a netting deal; ``side`` the closing
+    deal's, ``required_margin`` 0) — only rules with ``checks_closes = True`` see it.
     """
 
     login: int
@@ -195,9 +202,18 @@ class PreTradeCheck:
     price: Decimal
     required_margin: Decimal
     open_positions: int
+    sl: Decimal | None = None
+    tp: Decimal | None = None
+    time_ms: int = 0
+    notional_usd: Decimal | None = None
+    origin: str | None = None
+    closing: bool = False
 
 
 class PreTradeRule(Protocol):
+    """A pre-trade rule; one setting ``checks_closes = True`` also vets the trader's
+    closes (:attr:`PreTradeCheck.closing`)."""
+
     def check(self, order: PreTradeCheck) -> Rejection | None:
         """Return a Rejection to refuse the order, None to let it through."""
 

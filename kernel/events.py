@@ -213,9 +213,11 @@ class OutboxRelay:
     """Moves committed outbox rows to the bus and marks them published.
 
     Woken after each commit (then waiting ``coalesce_s`` so a burst of commits is
-    published in one pass) and polling every ``poll_s`` seconds for rows left by a
-    crash. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several
-    processes relay without publishing a row twice.
+    published in one pass: under load, 50 ms turns a relay transaction per order-worker
+    commit into one per ~50 ms, for at most that much added delivery delay) and polling
+    every ``poll_s`` seconds for rows left by a crash. On PostgreSQL rows are claimed
+    with ``FOR UPDATE SKIP LOCKED`` so several processes relay without publishing a row
+    twice.
     """
 
     def __init__(
@@ -225,7 +227,7 @@ class OutboxRelay:
         clock: MarketClock,
         batch: int = 500,
         poll_s: float = 1.0,
-        coalesce_s: float = 0.005,
+        coalesce_s: float = 0.05,
     ) -> None:
         self._db = db
         self._bus = bus
@@ -279,8 +281,11 @@ class OutboxRelay:
     async def _relay_once(self) -> int:
         # Not a Database.transaction(): its after-commit hook would wake this relay again.
         async with self._db.sessions() as session:
+            # Columns, not ORM entities: no identity-map bookkeeping per event.
             query = (
-                select(OutboxEvent)
+                select(
+                    OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.occurred_at
+                )
                 .where(OutboxEvent.published_at.is_(None))
                 .order_by(OutboxEvent.seq)
                 .limit(self._batch)
@@ -288,10 +293,10 @@ class OutboxRelay:
             if not self._db.is_sqlite:
                 # Held while publishing, so two relays never publish one row.
                 query = query.with_for_update(skip_locked=True)
-            rows = (await session.scalars(query)).all()
+            rows = (await session.execute(query)).all()
             if not rows:
                 return 0
-            events = [DomainEvent(r.id, r.type, r.payload, r.occurred_at) for r in rows]
+            events = [DomainEvent(*row) for row in rows]
             if self._db.is_sqlite:
                 # Hand the single SQLite connection back: in-process handlers may write.
                 await session.rollback()

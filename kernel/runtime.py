@@ -22,6 +22,7 @@ from brokerkernel.kernel.config import ConfigError
 from brokerkernel.kernel.descriptors import Adjuster, Feed, PluginContext, PreTradeRule, Venue
 from brokerkernel.kernel.events import EventBus, InProcessBus, OutboxRelay, RedisStreamBus
 from brokerkernel.kernel.identity.service import Identity
+from brokerkernel.kernel.marketdata.calendar import EconomicCalendar
 from brokerkernel.kernel.marketdata.service import MarketData
 from brokerkernel.kernel.money.payments import EnabledGateway, PaymentService
 from brokerkernel.kernel.money.transactions import TransactionService
@@ -107,6 +108,8 @@ class Kernel:
         self.fx = FxConverter(self.quotes, kernel_config["fx_conversion"])
         self.db = Database(settings.database_url)
         self.ids = IdAllocator(self.db.is_sqlite)
+        #: The economic calendar (GET /calendar, news-blackout prop rules).
+        self.calendar = EconomicCalendar(self.db, self.clock)
         self.cache: Cache = (
             MemoryCache() if settings.redis_url is None else RedisCache.from_url(settings.redis_url)
         )
@@ -169,6 +172,7 @@ class Kernel:
             batch_size=trading_config["batch_size"],
             rollover_time=trading_config["rollover_time"],
             rollover_timezone=trading_config["rollover_timezone"],
+            margin_call_interval_s=trading_config["margin_call_interval_s"],
         )
         # The risk engine marks every position on each tick; its stop-out and margin
         # call crossings (and those of plugins' account rules) go to the trading service.
@@ -227,10 +231,12 @@ class Kernel:
         self.bus.subscribe(self._fan_out_event)
         self.bus.subscribe(self.terms.on_event)
         self.bus.subscribe(self.trading.on_event)
+        self.bus.subscribe(self.calendar.on_event)
         await self.bus.start()
         await self.relay.start()
         await self.identity.start()
         await self.terms.start()
+        await self.calendar.start()
         await self.trading.start()
         for item in self.plugins.registries.price_feeds:
             self.feeds[item.descriptor.name] = self._build(item)
@@ -273,6 +279,7 @@ class Kernel:
             await self._stop_step("market data", self.market_data.stop())
             await self._stop_step("order workers", self.trading.stop())
             await self._stop_step("terms cache", self.terms.stop())
+            await self._stop_step("economic calendar", self.calendar.stop())
             await self._stop_step("plugins", self.plugins.notify("broker_on_shutdown", kernel=self))
             await self._stop_step("identity", self.identity.stop())
             await self._stop_step("outbox relay", self.relay.stop())

@@ -112,3 +112,20 @@ def kernel_with(
         env={},
     )
     return Kernel(settings)
+
+
+async def partner_tenant(kernel: Kernel, tenant_id: str, *, enabled: bool = True) -> None:
+    """A partner tenant, prop-firm enabled unless ``enabled`` is False."""
+    await kernel.identity.partners.create_tenant(tenant_id, f"{tenant_id} prop", enabled)
+
+
+async def partner_client(
+    kernel: Kernel, tenant_id: str, scopes: list[str] | tuple[str, ...]
+) -> tuple[str, dict[str, str]]:
+    """A new OAuth2 client of ``tenant_id`` granted ``scopes``: ``(client row id, bearer
+    headers of a client-credentials token)``."""
+    client, secret = await kernel.identity.partners.create_client(
+        f"{tenant_id} firm", tenant_id, list(scopes), None
+    )
+    token = await kernel.identity.partners.exchange(client.client_id, secret, None)
+    return client.id, bearer(token["access_token"])

@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from support import DAY_START_MS, create_admin, make_kernel, staff_headers, tick
@@ -17,6 +18,13 @@ from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import Customer, LedgerEvent, TradingAccount, Transaction
 
 Client = TestClient[Any, Any]
+
+
+async def json_body(response: ClientResponse, expect: int) -> dict[str, Any]:
+    """The JSON object answered (exact decimals), once the status is ``expect``."""
+    assert response.status == expect, await response.text()
+    body: dict[str, Any] = await response.json(loads=loads)
+    return body
 
 
 async def payment_app(
@@ -64,9 +72,7 @@ async def transaction(
         },
         headers=staff,
     )
-    assert response.status == expect, await response.text()
-    body: dict[str, Any] = await response.json(loads=loads)
-    return body
+    return await json_body(response, expect)
 
 
 async def act(
@@ -74,9 +80,7 @@ async def act(
 ) -> dict[str, Any]:
     """``PATCH /api/backoffice/transactions/{id}/{action}`` (approve, decline, delete)."""
     response = await client.patch(f"/api/backoffice/transactions/{tx_id}/{action}", headers=staff)
-    assert response.status == expect, await response.text()
-    body: dict[str, Any] = await response.json(loads=loads)
-    return body
+    return await json_body(response, expect)
 
 
 async def ledger_rows(kernel: Kernel, login: int) -> list[LedgerEvent]:

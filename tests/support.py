@@ -88,11 +88,14 @@ async def staff_headers(client: TestClient[Any, Any], email: str = ADMIN_EMAIL) 
     return {"Authorization": f"Bearer {(await response.json())['access_token']}"}
 
 
-async def register_trader(client: TestClient[Any, Any], email: str) -> tuple[int, dict[str, str]]:
-    """Register and log in a trader; returns (login, auth headers)."""
+async def register_trader(
+    client: TestClient[Any, Any], email: str, **profile: Any
+) -> tuple[int, dict[str, str]]:
+    """Register (first name ``T`` unless ``profile`` says otherwise, plus any other
+    registration fields in ``profile``) and log in a trader; returns (login, auth headers)."""
     response = await client.post(
         "/api/customer/register",
-        json={"email": email, "password": "Trader-Pass-1", "first_name": "T"},
+        json={"email": email, "password": "Trader-Pass-1", "first_name": "T", **profile},
     )
     assert response.status == 201, await response.text()
     login = int((await response.json())["trading_accounts"][0]["login"])

@@ -93,6 +93,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/admin/partner-clients/{id}"): Row("manage_partner_clients"),
     ("POST", "/api/admin/partner-clients/{id}/rotate-secret"): Row("manage_partner_clients"),
     ("POST", "/api/v1/oauth/token"): Row(PUBLIC),
+    ("GET", "/openapi.json"): Row(PUBLIC),
+    ("GET", "/docs"): Row(PUBLIC),
+    ("GET", "/docs/static"): Row(PUBLIC),  # Swagger UI's files
     # beyond the seed: other issues' routes, as their handlers declare them
     ("POST", "/api/backoffice/transactions/{id}/refund"): Row("approve_deposits"),
     ("POST", "/api/backoffice/transactions/{id}/reconcile"): Row("approve_deposits"),

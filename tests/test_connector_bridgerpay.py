@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from money_support import balance, ledger_rows, payment_app, transactions_of
+from connector_support import post_webhook, serve
+from money_support import balance, json_body, ledger_rows, payment_app, transactions_of
+from support import register_trader
 
 from brokerkernel.api.jsonio import loads
 from brokerkernel.kernel.runtime import Kernel
@@ -87,8 +89,7 @@ class FakeBridgerPay:
 
 @pytest.fixture
 async def bridgerpay(aiohttp_server: Any) -> tuple[FakeBridgerPay, TestServer]:
-    fake = FakeBridgerPay()
-    return fake, await aiohttp_server(fake.app)
+    return await serve(aiohttp_server, FakeBridgerPay())
 
 
 @pytest.fixture
@@ -119,25 +120,14 @@ base_url = "{bridgerpay[1].make_url("/")}"
 async def trader(
     client: Client, email: str, country: str | None = "BR"
 ) -> tuple[int, dict[str, str]]:
-    response = await client.post(
-        "/api/customer/register",
-        json={"email": email, "password": "Trader-Pass-1", "first_name": "Ana", "country": country},
-    )
-    assert response.status == 201, await response.text()
-    login = int((await response.json())["trading_accounts"][0]["login"])
-    response = await client.post(
-        "/api/customer/login", json={"email": email, "password": "Trader-Pass-1"}
-    )
-    return login, {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+    return await register_trader(client, email, first_name="Ana", country=country)
 
 
 async def session(client: Client, headers: dict[str, str], expect: int = 201) -> dict[str, Any]:
     response = await client.post(
         "/payments/bridgerpay/session", json={"amount": 500, "currency": "USD"}, headers=headers
     )
-    assert response.status == expect, await response.text()
-    body: dict[str, Any] = await response.json(loads=loads)
-    return body
+    return await json_body(response, expect)
 
 
 async def webhook(
@@ -155,8 +145,10 @@ async def webhook(
             },
         },
     }
-    response = await client.post("/integrations/webhooks/bridgerpay", data=json.dumps(document))
-    return response.status, await response.json()
+    status, body, _ = await post_webhook(
+        client, "/integrations/webhooks/bridgerpay", json.dumps(document)
+    )
+    return status, body
 
 
 def deposit_record(status: str, amount: str = "500.00") -> dict[str, Any]:

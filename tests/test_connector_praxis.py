@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from money_support import balance, compliance_status, ledger_rows, payment_app, transactions_of
+from connector_support import post_webhook, serve
+from money_support import (
+    balance,
+    compliance_status,
+    json_body,
+    ledger_rows,
+    payment_app,
+    transaction,
+    transactions_of,
+)
 from support import deposit, register_trader, staff_headers
 
 from brokerkernel.api.jsonio import loads
@@ -165,8 +174,7 @@ def payment(status: str, tid: int, amount: int, currency: str = "USD") -> dict[s
 
 @pytest.fixture
 async def praxis(aiohttp_server: Any) -> tuple[FakePraxis, TestServer]:
-    fake = FakePraxis()
-    return fake, await aiohttp_server(fake.app)
+    return await serve(aiohttp_server, FakePraxis())
 
 
 @pytest.fixture
@@ -197,21 +205,25 @@ async def open_session(
     client: Client, trader: dict[str, str], body: dict[str, Any], expect: int = 201
 ) -> dict[str, Any]:
     response = await client.post("/payments/session", json=body, headers=trader)
-    assert response.status == expect, await response.text()
-    result: dict[str, Any] = await response.json(loads=loads)
-    return result
+    return await json_body(response, expect)
 
 
 async def notify(
     client: Client, document: dict[str, Any], signature: str | None = "sign"
 ) -> tuple[int, Any, Any]:
-    headers = {"Content-Type": "application/json"}
     if signature == "sign":
-        headers["GT-Authentication"] = sign(document, NOTIFICATION_FIELDS)
-    elif signature is not None:
-        headers["GT-Authentication"] = signature
-    response = await client.post("/webhooks/praxis", data=json.dumps(document), headers=headers)
-    return response.status, await response.json(), response.headers
+        signature = sign(document, NOTIFICATION_FIELDS)
+    signed = None if signature is None else ("GT-Authentication", signature)
+    return await post_webhook(client, "/webhooks/praxis", json.dumps(document), signed)
+
+
+async def charge_back(client: Client, staff: dict[str, str], tx_id: str) -> dict[str, Any]:
+    response = await client.post(
+        f"/api/backoffice/transactions/{tx_id}/chargeback",
+        json={"reason": "dispute"},
+        headers=staff,
+    )
+    return await json_body(response, 201)
 
 
 async def test_deposit_session_notification_reply_and_replay(
@@ -445,31 +457,10 @@ async def test_frozen_customers_cannot_open_deposits(
     staff = await staff_headers(client)
     login, trader = await register_trader(client, "frozen@test.io")
     first = await deposit(client, staff, login, "10")
-    response = await client.post(
-        f"/api/backoffice/transactions/{first['id']}/chargeback",
-        json={"reason": "dispute"},
-        headers=staff,
-    )
-    assert (await response.json())["account_frozen"] is False
-    withdrawal = await client.post(
-        "/api/backoffice/transactions/manual",
-        json={
-            "login": login,
-            "type": "CORRECTION_OUT",
-            "amount": "1",
-            "currency": "USD",
-            "status": "APPROVED",
-        },
-        headers=staff,
-    )
-    assert withdrawal.status == 201
+    assert (await charge_back(client, staff, first["id"]))["account_frozen"] is False
+    await transaction(client, staff, login, "CORRECTION_OUT", "1", status="APPROVED")
     second = await deposit(client, staff, login, "5")
-    response = await client.post(
-        f"/api/backoffice/transactions/{second['id']}/chargeback",
-        json={"reason": "dispute"},
-        headers=staff,
-    )
-    assert (await response.json())["account_frozen"] is True
+    assert (await charge_back(client, staff, second["id"]))["account_frozen"] is True
 
     refused = await open_session(client, trader, {"amount": "50", "currency": "USD"}, 403)
     assert refused == {"detail": "Account is frozen: deposits are not allowed"}

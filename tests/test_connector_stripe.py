@@ -5,125 +5,27 @@ webhooks signed as Stripe signs them (``Stripe-Signature``, CONNECTORS.md)."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
-from aiohttp import web
 from aiohttp.test_utils import TestServer
-from money_support import balance, ledger_rows, payment_app, transactions_of
+from connector_support import post_webhook, serve
+from money_support import balance, json_body, ledger_rows, payment_app, transactions_of
+from stripe_support import SECRET_KEY, WEBHOOK_SECRET, FakeStripe, event, signature
 from support import register_trader, staff_headers
 
 from brokerkernel.api.jsonio import loads
 from brokerkernel.kernel.runtime import Kernel
 
 Client = Any
-WEBHOOK_SECRET = "whsec_test_2f1b8c6a9d"
-SECRET_KEY = "sk_test_51Broker"
-FIXTURES = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "vendor" / "stripe-fixtures3.json"
-)
-
-
-class FakeStripe:
-    """``/v1/payment_intents`` and ``/v1/refunds``: form-encoded requests, Stripe's
-    fixture objects as answers."""
-
-    def __init__(self) -> None:
-        self.resources = json.loads(FIXTURES.read_text())["resources"]
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        self.intents: dict[str, dict[str, Any]] = {}
-        self.refund_status = "succeeded"
-        self.refund_error = False
-        self.app = web.Application()
-        self.app.router.add_post("/v1/payment_intents", self.create_intent)
-        self.app.router.add_get("/v1/payment_intents/{id}", self.get_intent)
-        self.app.router.add_post("/v1/refunds", self.create_refund)
-
-    async def _form(self, request: web.Request) -> dict[str, str]:
-        assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self.requests.append((request.path, form, dict(request.headers)))
-        return form
-
-    async def create_intent(self, request: web.Request) -> web.Response:
-        form = await self._form(request)
-        intent = copy.deepcopy(self.resources["payment_intent"])
-        number = len(self.intents) + 1
-        intent.update(
-            id=f"pi_test_{number}",
-            client_secret=f"pi_test_{number}_secret_abc",
-            amount=int(form["amount"]),
-            currency=form["currency"],
-            receipt_email=form.get("receipt_email"),
-            metadata={
-                k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")
-            },
-        )
-        self.intents[intent["id"]] = intent
-        return web.json_response(intent)
-
-    async def get_intent(self, request: web.Request) -> web.Response:
-        await self._form(request)
-        intent = self.intents.get(request.match_info["id"])
-        if intent is None:
-            return web.json_response(
-                {"error": {"type": "invalid_request_error", "message": "No such payment_intent"}},
-                status=404,
-            )
-        return web.json_response(intent)
-
-    async def create_refund(self, request: web.Request) -> web.Response:
-        form = await self._form(request)
-        if self.refund_error:
-            return web.json_response(
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": "charge_already_refunded",
-                        "message": "Charge has already been refunded.",
-                    }
-                },
-                status=400,
-            )
-        refund = copy.deepcopy(self.resources["refund"])
-        refund.update(
-            id=f"re_test_{len(self.requests)}",
-            amount=int(form["amount"]),
-            payment_intent=form["payment_intent"],
-            status=self.refund_status,
-            metadata={"cashier_id": form["metadata[cashier_id]"]},
-        )
-        return web.json_response(refund)
-
-    def succeed(self, intent_id: str, received: int | None = None) -> dict[str, Any]:
-        intent = self.intents[intent_id]
-        intent.update(status="succeeded", amount_received=received or intent["amount"])
-        return intent
-
-
-def event(kind: str, obj: dict[str, Any], event_id: str = "evt_1") -> str:
-    document = copy.deepcopy(FakeStripe().resources["event"])
-    document.update(id=event_id, type=kind, data={"object": obj})
-    return json.dumps(document)
-
-
-def signature(payload: str, timestamp: int | None = None, secret: str = WEBHOOK_SECRET) -> str:
-    """``t=<unix>,v1=<hex HMAC-SHA256 of "t.payload">`` with the secret's UTF-8 bytes."""
-    t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}.{payload}".encode(), hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
 
 
 @pytest.fixture
 async def stripe_api(aiohttp_server: Any) -> tuple[FakeStripe, TestServer]:
-    fake = FakeStripe()
-    return fake, await aiohttp_server(fake.app)
+    return await serve(aiohttp_server, FakeStripe())
 
 
 @pytest.fixture
@@ -152,11 +54,20 @@ api_base = "{base}"
 
 
 async def deliver(client: Client, payload: str, header: str | None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if header is not None:
-        headers["Stripe-Signature"] = header
-    response = await client.post("/integrations/webhooks/stripe", data=payload, headers=headers)
-    return response.status, await response.json()
+    signed = None if header is None else ("Stripe-Signature", header)
+    status, body, _ = await post_webhook(client, "/integrations/webhooks/stripe", payload, signed)
+    return status, body
+
+
+async def open_intent(client: Client, trader: dict[str, str], amount: str) -> dict[str, Any]:
+    """A Stripe session for ``amount`` USD: the answer plus its PaymentIntent id as
+    ``reference``."""
+    response = await client.post(
+        "/payments/session", json={"amount": amount, "currency": "USD"}, headers=trader
+    )
+    opened = await json_body(response, 201)
+    opened["reference"] = opened["token"].split("_secret")[0]
+    return opened
 
 
 async def paid_deposit(
@@ -164,12 +75,7 @@ async def paid_deposit(
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """A trader, a Stripe session for ``amount`` USD and its succeeded webhook."""
     login, trader = await register_trader(client, f"stripe{len(fake.intents)}@test.io")
-    response = await client.post(
-        "/payments/session", json={"amount": amount, "currency": "USD"}, headers=trader
-    )
-    assert response.status == 201, await response.text()
-    opened: dict[str, Any] = await response.json(loads=loads)
-    opened["reference"] = opened["token"].split("_secret")[0]
+    opened = await open_intent(client, trader, amount)
     payload = event("payment_intent.succeeded", fake.succeed(opened["reference"]))
     assert (await deliver(client, payload, signature(payload)))[0] == 200
     return login, opened, trader
@@ -219,10 +125,7 @@ async def test_webhook_signatures_valid_tampered_stale_missing_and_multiple_v1(
     client, kernel = app
     fake, _ = stripe_api
     login, trader = await register_trader(client, "sig@test.io")
-    response = await client.post(
-        "/payments/session", json={"amount": "50", "currency": "USD"}, headers=trader
-    )
-    intent_id = (await response.json())["token"].split("_secret")[0]
+    intent_id = (await open_intent(client, trader, "50"))["reference"]
     payload = event("payment_intent.succeeded", fake.succeed(intent_id))
     good = signature(payload)
     t = good.split(",")[0]
@@ -264,12 +167,7 @@ async def test_intent_events_map_to_statuses_and_foreign_intents_are_ignored(
     client, kernel = app
     fake, _ = stripe_api
     login, trader = await register_trader(client, "events@test.io")
-    ids = []
-    for amount in ("10", "20"):
-        response = await client.post(
-            "/payments/session", json={"amount": amount, "currency": "USD"}, headers=trader
-        )
-        ids.append((await response.json())["token"].split("_secret")[0])
+    ids = [(await open_intent(client, trader, amount))["reference"] for amount in ("10", "20")]
     first, second = (fake.intents[i] for i in ids)
     foreign = {**copy.deepcopy(first), "id": "pi_other", "metadata": {}, "status": "succeeded"}
 

@@ -24,6 +24,9 @@ from brokerkernel.kernel.storage.seed import (
     PERMISSIONS,
     ROLES,
 )
+from brokerkernel.plugins.challenges import models as _challenge_models  # noqa: F401
+from brokerkernel.plugins.prop_checkout import models as _prop_checkout_models  # noqa: F401
+from brokerkernel.plugins.webhooks import models as _webhook_models  # noqa: F401
 
 KERNEL_TABLES = {
     # 0001 kernel baseline
@@ -62,6 +65,21 @@ KERNEL_TABLES = {
     "audit_log",
     "pending_orders",
     "stopout_events",
+    # 0008 economic calendar
+    "economic_events",
+    # 0009 challenges
+    "prop_accounts",
+    "prop_daily_profit",
+    "prop_payouts",
+    "prop_plans",
+    "prop_trading_days",
+    # 0010 partner webhooks
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_subscriptions",
+    # 0011 prop checkout
+    "prop_payment_events",
+    "prop_payments",
 }
 SEEDED_COUNTS = {
     "instruments": 5,

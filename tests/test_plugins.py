@@ -40,6 +40,16 @@ from brokerkernel.kernel.plugins import (
 )
 
 ACME_SRC = Path(__file__).resolve().parent / "thirdparty" / "acme_risk" / "src"
+PROP_RULE_TYPES = (
+    "daily_loss",
+    "max_loss",
+    "profit_target",
+    "trading_days",
+    "consistency",
+    "order_limits",
+    "weekend_holding",
+    "news_blackout",
+)
 FIRST_PARTY = {
     "bbook": "brokerkernel.plugins.bbook",
     "margin": "brokerkernel.rules.margin",
@@ -49,6 +59,15 @@ FIRST_PARTY = {
     "praxis": "brokerkernel.connectors.praxis",
     "bridgerpay": "brokerkernel.connectors.bridgerpay",
     "stripe": "brokerkernel.connectors.stripe",
+    "prop_checkout": "brokerkernel.plugins.prop_checkout",
+    "challenges": "brokerkernel.plugins.challenges",
+    "webhooks": "brokerkernel.plugins.webhooks",
+    "propfirm_api": "brokerkernel.plugins.propfirm_api",
+    "fxproptech": "brokerkernel.plugins.fxproptech",
+    **{
+        name: f"brokerkernel.rules.prop.{name}"
+        for name in PROP_RULE_TYPES  # each prop rule type is a plugin of its own
+    },
 }
 
 WriteConfig = Callable[[str], Path]
@@ -302,7 +321,21 @@ def test_first_party_plugins_come_through_the_installed_entry_points(
         secret_key = "sk_test_1"
         webhook_secret = "whsec_1"
         publishable_key = "pk_test_1"
+        [plugins.challenges]
+        [plugins.propfirm_api]
+        [plugins.fxproptech]
+        [plugins.webhooks]
+        [plugins.prop_checkout]
+        webhook_secret = "whsec_2"
+        [plugins.prop_checkout.tiers.tier_demo]
+        plan = "demo-10k"
+        amount_cents = 0
+        currency = "usd"
+        market = "forex"
+        asset_class = "forex"
+        account_size = 10000
         """
+        + "".join(f"[plugins.{name}]\n" for name in PROP_RULE_TYPES)
     )
     manager = PluginManager.load(path, env={})  # entry_points=None: importlib.metadata
     assert manager.enabled == sorted(FIRST_PARTY)
@@ -315,6 +348,9 @@ def test_first_party_plugins_come_through_the_installed_entry_points(
     assert registries.price_feeds["manual"].descriptor.drives_clock is True
     assert registries.routes["manual_prices"].plugin == "manual"
     assert registries.payment_gateways.names() == ["bridgerpay", "praxis", "stripe"]
+    assert registries.prop_rules.names() == sorted(PROP_RULE_TYPES)
+    for name in PROP_RULE_TYPES:
+        assert registries.prop_rules[name].plugin == name
 
     infos = {info.name: info for info in list_plugins(path)}
     for name, target in FIRST_PARTY.items():

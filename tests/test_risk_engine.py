@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -232,6 +233,24 @@ def stop_out_desk(inclusive: bool = False) -> Desk:
     return desk
 
 
+def domain_engine(login: int = 1, **options: Any) -> RiskEngine:
+    """A ``RiskEngine([StopOutRule()], **options)`` holding the DOMAIN.md account
+    ``login`` (10,000 USD; 5 lots GBPUSD long at 1.58772, margin 7,938.60; stop-out at
+    50%) as position ticket 1, GBPUSD quoted 1.58772 / 1.5879 at T0."""
+    engine = RiskEngine([StopOutRule()], **options)
+    engine.on_tick("GBPUSD", 1.58772, 1.5879, T0)
+    engine.set_account(
+        login,
+        currency=USD,
+        balance=D(10000),
+        credit=D(0),
+        margin_used=D("7938.60"),
+        stopout_level=D(50),
+    )
+    engine.add_position(1, login, "GBPUSD", 1, D(5), D("1.58772"), D(100000), USD)
+    return engine
+
+
 def bid_for_equity(equity: str) -> str:
     """The GBPUSD bid at which the DOMAIN.md account has ``equity``."""
     return str(D("1.58772") + (D(equity) - 10000) / 500000)
@@ -337,17 +356,7 @@ def test_an_exact_resolver_that_fails_is_logged_and_the_float_decides(
     def broken(login: int) -> Decimal:
         raise RuntimeError("state unavailable")
 
-    engine = RiskEngine([StopOutRule()], exact_equity=broken)
-    engine.on_tick("GBPUSD", 1.58772, 1.5879, T0)
-    engine.set_account(
-        1,
-        currency=USD,
-        balance=D(10000),
-        credit=D(0),
-        margin_used=D("7938.60"),
-        stopout_level=D(50),
-    )
-    engine.add_position(1, 1, "GBPUSD", 1, D(5), D("1.58772"), D(100000), USD)
+    engine = domain_engine(exact_equity=broken)
     with caplog.at_level(logging.ERROR):
         engine.on_tick("GBPUSD", float(bid_for_equity("3969.30")), 1.58, T0 + 1)
     assert "exact_equity failed for login 1" in caplog.text
@@ -550,17 +559,7 @@ def test_a_deposit_re_arms_a_fired_level_without_emitting() -> None:
 
 async def test_crossings_reach_an_asyncio_consumer_through_the_sink() -> None:
     queue: asyncio.Queue[Crossing] = asyncio.Queue()
-    engine = RiskEngine([StopOutRule()], sink=queue.put_nowait)
-    engine.on_tick("GBPUSD", 1.58772, 1.5879, T0)
-    engine.set_account(
-        7,
-        currency=USD,
-        balance=D(10000),
-        credit=D(0),
-        margin_used=D("7938.60"),
-        stopout_level=D(50),
-    )
-    engine.add_position(1, 7, "GBPUSD", 1, D(5), D("1.58772"), D(100000), USD)
+    engine = domain_engine(7, sink=queue.put_nowait)
     engine.on_tick("GBPUSD", 1.5, 1.6, T0 + 5)
     crossing = await asyncio.wait_for(queue.get(), 1)
     assert (crossing.login, crossing.rule, crossing.time_ms) == (7, "stop_out", T0 + 5)
@@ -573,17 +572,7 @@ def test_a_sink_that_raises_is_logged_and_the_tick_goes_on(
     def broken(crossing: Crossing) -> None:
         raise RuntimeError("queue closed")
 
-    engine = RiskEngine([StopOutRule()], sink=broken)
-    engine.on_tick("GBPUSD", 1.58772, 1.5879, T0)
-    engine.set_account(
-        1,
-        currency=USD,
-        balance=D(10000),
-        credit=D(0),
-        margin_used=D("7938.60"),
-        stopout_level=D(50),
-    )
-    engine.add_position(1, 1, "GBPUSD", 1, D(5), D("1.58772"), D(100000), USD)
+    engine = domain_engine(sink=broken)
     with caplog.at_level(logging.ERROR):
         crossed = engine.on_tick("GBPUSD", 1.5, 1.6, T0 + 1)
     assert [c.rule for c in crossed] == ["stop_out"]
@@ -737,6 +726,33 @@ def test_floating_is_exactly_zero_once_the_last_position_is_removed() -> None:
     for ticket in range(1, 8):
         desk.engine.remove_position(ticket)
     assert desk.engine.floating(1) == 0.0
+
+
+def test_a_row_of_many_positions_is_updated_incrementally_and_stays_exact() -> None:
+    """Opens, resizes and closes add their change to the account's row (O(1) each,
+    re-summed once the updates outnumber its positions): after 300 opens, 100 resizes
+    and 250 closes in one row the floating P&L still matches the Decimal reference."""
+    desk = make_desk()
+    desk.account(1)
+    desk.tick("EURUSD", "1.10001", "1.10003")
+    for ticket in range(1, 301):
+        side = 1 if ticket % 3 else -1
+        desk.open(ticket, 1, "EURUSD", side, f"0.{ticket % 97 + 1:02d}", f"1.0{ticket:04d}")
+        assert close_to(desk.engine.floating(1), desk.expected_floating(1))
+    for ticket in range(1, 101):
+        volume, price = D(f"0.{ticket % 89 + 3:02d}"), D(f"1.1{ticket:04d}")
+        old = desk.positions[ticket]
+        desk.positions[ticket] = Pos(
+            ticket, 1, "EURUSD", old.side, volume, price, old.contract_size, USD
+        )
+        desk.engine.resize_position(ticket, volume, price)
+    desk.tick("EURUSD", "1.09871", "1.09884")
+    assert close_to(desk.engine.floating(1), desk.expected_floating(1))
+    for ticket in range(1, 251):
+        del desk.positions[ticket]
+        desk.engine.remove_position(ticket)
+    assert desk.expected_floating(1) == D("106303.33")
+    assert close_to(desk.engine.floating(1), D("106303.33"))
 
 
 def test_floating_is_recomputed_from_the_rows_every_resync_ticks() -> None:

@@ -11,8 +11,10 @@ from sqlalchemy import select
 from support import DAY_START_MS, deposit, market_order, register_trader, tick
 from trading_support import add_instrument, get, history, positions, send, state, update_group
 
+from brokerkernel.kernel.risk.rules import Crossing, LevelKind
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import OutboxEvent
+from brokerkernel.kernel.trading.stopout import MarginCallThrottle
 
 Client = Any
 T0 = DAY_START_MS + 7135
@@ -26,6 +28,18 @@ async def _events(kernel: Kernel, type_: str) -> list[dict[str, Any]]:
         return [dict(row.payload) for row in rows]
 
 
+async def _gbp_trader(
+    client: Client, kernel: Kernel, staff: dict[str, str], email: str, amount: str
+) -> tuple[int, dict[str, str]]:
+    """GBPUSD_X added and quoted at 1.58772 (T0 + 100 ms), and a new trader who deposited
+    ``amount`` USD: ``(login, trader headers)``."""
+    await add_instrument(client, staff, symbol="GBPUSD_X")
+    tick(kernel, "GBPUSD_X", "1.58772", "1.58772", T0 + 100)
+    login, trader = await register_trader(client, email)
+    await deposit(client, staff, login, amount)
+    return login, trader
+
+
 async def _gbp(kernel: Kernel, bid: str, time_ms: int) -> None:
     tick(kernel, "GBPUSD_X", bid, bid, time_ms)
     await kernel.trading.idle()
@@ -36,10 +50,7 @@ async def test_domain_example_stop_out_strictly_below_3969_30(
 ) -> None:
     """5 lots GBPUSD at 1.58772, 1:100: margin 7,938.60; stop-out at 50% -> equity below
     3,969.30. With a balance of 9,999.30 that is a bid of 1.57566 (-6,030.00)."""
-    await add_instrument(client, staff, symbol="GBPUSD_X")
-    tick(kernel, "GBPUSD_X", "1.58772", "1.58772", T0 + 100)
-    login, trader = await register_trader(client, "domain@test.io")
-    await deposit(client, staff, login, "9999.30")
+    login, trader = await _gbp_trader(client, kernel, staff, "domain@test.io", "9999.30")
     order = await market_order(client, kernel, trader, login, "GBPUSD_X", 0, "5")
     assert (await state(client, trader, login))["margin_used"] == Decimal("7938.6")
 
@@ -94,10 +105,7 @@ async def test_domain_example_stop_out_strictly_below_3969_30(
 async def test_least_profitable_first_and_re_check_after_each_close(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
-    await add_instrument(client, staff, symbol="GBPUSD_X")
-    tick(kernel, "GBPUSD_X", "1.58772", "1.58772", T0 + 100)
-    login, trader = await register_trader(client, "two@test.io")
-    await deposit(client, staff, login, "3000")
+    login, trader = await _gbp_trader(client, kernel, staff, "two@test.io", "3000")
     # margins 1,392.98 + 1,587.72 = 2,980.70
     eur = await market_order(client, kernel, trader, login, "EURUSD", 0, "1")
     gbp = await market_order(client, kernel, trader, login, "GBPUSD_X", 0, "1")
@@ -138,10 +146,7 @@ async def test_least_profitable_first_and_re_check_after_each_close(
 async def test_a_close_that_lifts_the_level_stops_the_stop_out(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
-    await add_instrument(client, staff, symbol="GBPUSD_X")
-    tick(kernel, "GBPUSD_X", "1.58772", "1.58772", T0 + 100)
-    login, trader = await register_trader(client, "lift@test.io")
-    await deposit(client, staff, login, "3000")
+    login, trader = await _gbp_trader(client, kernel, staff, "lift@test.io", "3000")
     eur = await market_order(client, kernel, trader, login, "EURUSD", 0, "1")
     gbp = await market_order(client, kernel, trader, login, "GBPUSD_X", 0, "1")
 
@@ -230,3 +235,44 @@ async def test_group_level_changes_reach_the_risk_engine(
         await asyncio.sleep(0.05)
 
     assert stop_out_level() == Decimal("41.79")  # 30% of 139.30
+
+
+async def test_margin_call_warnings_repeat_at_most_once_per_interval_of_market_time(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """An account hovering at its margin-call level crosses it on every dip (the engine
+    re-arms on the way back up); ``[kernel.trading] margin_call_interval_s`` (default
+    300 s of market time) keeps it to one ``account.margin_call`` per interval."""
+    login, trader = await _gbp_trader(client, kernel, staff, "hover@test.io", "9999.30")
+    await market_order(client, kernel, trader, login, "GBPUSD_X", 0, "5")
+
+    first = T0 + 1000
+    dips = [first, first + 60_000, first + 299_999, first + 300_000, first + 300_500]
+    for at in dips:
+        await _gbp(kernel, "1.57900", at)  # 71.04% < 100%: a crossing
+        await _gbp(kernel, "1.58772", at + 100)  # back above: re-armed
+
+    warnings = await _events(kernel, "account.margin_call")
+    assert [(w["login"], w["margin_level"]) for w in warnings] == [(login, "71.04")] * 2
+    assert kernel.risk.snapshot().crossings == len(dips)
+
+
+def test_the_margin_call_throttle_admits_one_check_at_a_time_and_0_never_waits() -> None:
+    def crossing(time_ms: int) -> Crossing:
+        return Crossing(
+            7, "margin_call", "margin_call", LevelKind.FLOOR, Decimal(1), 0.5, Decimal(1), time_ms
+        )
+
+    throttle, eager = MarginCallThrottle(60), MarginCallThrottle(0)
+    first = throttle.admit(crossing(1_000))
+    queued_meanwhile = throttle.admit(crossing(2_000))
+    throttle.settled(7, 1_000, warned=False)  # the price had moved back: no warning
+    after_no_warning = throttle.admit(crossing(3_000))
+    throttle.settled(7, 3_000, warned=True)
+    within = throttle.admit(crossing(62_999))
+    at_interval = throttle.admit(crossing(63_000))
+    eager.settled(7, 1_000, warned=eager.admit(crossing(1_000)))
+
+    assert (first, queued_meanwhile, after_no_warning) == (True, False, True)
+    assert (within, at_interval) == (False, True)
+    assert eager.admit(crossing(1_000)) is True

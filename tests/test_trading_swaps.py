@@ -36,13 +36,34 @@ THU = DAY_START_MS + DAY_MS
 FRI = THU + DAY_MS
 
 
-async def _swap_config(
-    client: Client, staff: dict[str, str], group_id: str, **rates: dict[str, Any]
-) -> None:
+async def _swapping_trader(
+    client: Client,
+    staff: dict[str, str],
+    email: str,
+    swap: tuple[str, str, str],
+    group_id: str = DEFAULT_GROUP_ID,
+) -> tuple[int, dict[str, str]]:
+    """Set the group's EURUSD ``swap`` (swap_type, swap_long, swap_short), then register
+    a trader in that group with 10,000 USD: ``(login, trader headers)``."""
+    swap_type, swap_long, swap_short = swap
+    rates = {
+        "swap_type": swap_type,
+        "swap_long": Decimal(swap_long),
+        "swap_short": Decimal(swap_short),
+    }
     status, body = await send(
-        client, "PUT", f"/api/platform/groups/{group_id}/swap-config", staff, {"instruments": rates}
+        client,
+        "PUT",
+        f"/api/platform/groups/{group_id}/swap-config",
+        staff,
+        {"instruments": {"EURUSD": rates}},
     )
     assert status == 200, body
+    login, trader = await register_trader(client, email)
+    if group_id != DEFAULT_GROUP_ID:
+        await move_account(client, staff, login, group_id)
+    await deposit(client, staff, login, "10000")
+    return login, trader
 
 
 def _day(time_ms: int, bid: str = "1.39286", ask: str = "1.39298") -> tuple[str, str, int]:
@@ -62,14 +83,7 @@ async def test_points_swap_is_14_usd_a_night_and_42_on_the_triple_day(
 ) -> None:
     """DOMAIN.md: 2 lots EURUSD, point 0.00001 -> 2 USD a point; +7 points = 14 USD a
     night, 42 on the triple day (Wednesday here)."""
-    await _swap_config(
-        client,
-        staff,
-        DEFAULT_GROUP_ID,
-        EURUSD={"swap_type": "points", "swap_long": Decimal("7"), "swap_short": Decimal("-3")},
-    )
-    login, trader = await register_trader(client, "points@test.io")
-    await deposit(client, staff, login, "10000")
+    login, trader = await _swapping_trader(client, staff, "points@test.io", ("points", "7", "-3"))
     long = await market_order(client, kernel, trader, login, "EURUSD", 0, "2")
     short = await market_order(client, kernel, trader, login, "EURUSD", 1, "1")
 
@@ -96,14 +110,7 @@ async def test_points_swap_is_14_usd_a_night_and_42_on_the_triple_day(
 async def test_weekend_nights_are_carried_by_the_triple_day_and_missed_rollovers_caught_up(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
-    await _swap_config(
-        client,
-        staff,
-        DEFAULT_GROUP_ID,
-        EURUSD={"swap_type": "money", "swap_long": Decimal("2.5"), "swap_short": Decimal("0")},
-    )
-    login, trader = await register_trader(client, "weekend@test.io")
-    await deposit(client, staff, login, "10000")
+    login, trader = await _swapping_trader(client, staff, "weekend@test.io", ("money", "2.5", "0"))
     order = await market_order(client, kernel, trader, login, "EURUSD", 0, "1")
 
     # the next tick comes on Monday 2014-05-12: Thu 00:00 (Wed x3), Fri (Thu), Sat (Fri),
@@ -124,15 +131,9 @@ async def test_percent_swap_and_the_group_multiplier(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
     group = await create_group(client, staff, name="double", swap_multiplier=Decimal("2"))
-    await _swap_config(
-        client,
-        staff,
-        group["id"],
-        EURUSD={"swap_type": "percent", "swap_long": Decimal("-3.65"), "swap_short": Decimal("1")},
+    login, trader = await _swapping_trader(
+        client, staff, "percent@test.io", ("percent", "-3.65", "1"), group["id"]
     )
-    login, trader = await register_trader(client, "percent@test.io")
-    await move_account(client, staff, login, group["id"])
-    await deposit(client, staff, login, "10000")
     order = await market_order(client, kernel, trader, login, "EURUSD", 0, "1")
 
     tick(kernel, "EURUSD", *_day(FRI, "1.40000", "1.40012"))
@@ -165,15 +166,9 @@ async def test_swap_free_groups_and_swap_free_days(
     charged: list[Decimal],
 ) -> None:
     group = await create_group(client, staff, name="nosw", **settings)
-    await _swap_config(
-        client,
-        staff,
-        group["id"],
-        EURUSD={"swap_type": "points", "swap_long": Decimal("7"), "swap_short": Decimal("7")},
+    login, trader = await _swapping_trader(
+        client, staff, "free@test.io", ("points", "7", "7"), group["id"]
     )
-    login, trader = await register_trader(client, "free@test.io")
-    await move_account(client, staff, login, group["id"])
-    await deposit(client, staff, login, "10000")
     await market_order(client, kernel, trader, login, "EURUSD", 0, "2")
 
     tick(kernel, "EURUSD", *_day(DAY_START_MS + 3 * DAY_MS))  # Saturday 00:00:01
@@ -216,14 +211,7 @@ def test_unknown_rollover_time_zone_stops_startup(tmp_path: Path, market_data_di
 async def test_closing_after_a_missed_rollover_charges_it_first(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
-    await _swap_config(
-        client,
-        staff,
-        DEFAULT_GROUP_ID,
-        EURUSD={"swap_type": "points", "swap_long": Decimal("7"), "swap_short": Decimal("0")},
-    )
-    login, trader = await register_trader(client, "late@test.io")
-    await deposit(client, staff, login, "10000")
+    login, trader = await _swapping_trader(client, staff, "late@test.io", ("points", "7", "0"))
     order = await market_order(client, kernel, trader, login, "EURUSD", 0, "2")
     # the tick passes Thu 00:00 and the close is queued while the swap run starts
     tick(kernel, "EURUSD", "1.39286", "1.39298", THU + 500)
@@ -259,14 +247,7 @@ async def test_a_dealer_quote_with_a_time_drives_the_rollover_and_expiries(
 ) -> None:
     client, kernel, staff = dealer
     await manual_quote(client, staff, "EURUSD", "1.39286", "1.39298", "2014-05-07T10:00:00Z")
-    await _swap_config(
-        client,
-        staff,
-        DEFAULT_GROUP_ID,
-        EURUSD={"swap_type": "points", "swap_long": Decimal("7"), "swap_short": Decimal("0")},
-    )
-    login, trader = await register_trader(client, "dealer@test.io")
-    await deposit(client, staff, login, "10000")
+    login, trader = await _swapping_trader(client, staff, "dealer@test.io", ("points", "7", "0"))
     order = await market_order(client, kernel, trader, login, "EURUSD", 0, "2")
     status, pending = await send(
         client,

@@ -17,6 +17,7 @@ from brokerkernel.api.auth import Principal, principal, require_staff, require_u
 from brokerkernel.api.errors import ApiError, forbidden, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.identity import guards
 from brokerkernel.kernel.identity.models import AuthSession, BrokerTenant, PartnerClient
 from brokerkernel.kernel.identity.rbac import (
@@ -163,6 +164,9 @@ TENANT_PATCH: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {"name": {**NAME, "minLength": 1}, "prop_firm_enabled": {"type": "boolean"}},
 }
+#: OpenAPI schemas of the integer path parameters.
+ROLE_PATH: dict[str, Any] = {"role_id": {"type": "integer"}}
+PERMISSION_PATH: dict[str, Any] = {"permission_id": {"type": "integer"}}
 
 
 def _identity(request: web.Request) -> Identity:
@@ -188,6 +192,13 @@ def _no_content() -> web.Response:
 # --------------------------------------------------------------------------- users
 
 
+@operation(
+    "Create a broker staff account",
+    tags=["Users (Broker Staff)"],
+    body=USER_CREATE,
+    responses={201: "Created"},
+    security="staff:edit_users",
+)
 async def create_user(request: web.Request) -> web.Response:
     """Create a staff account (201 UserResponse); 409 email taken, 403 role above yours."""
     who = require_staff(request, "edit_users")
@@ -212,6 +223,11 @@ async def create_user(request: web.Request) -> web.Response:
     return respond(user_json(user), status=201)
 
 
+@operation(
+    "Current user profile from JWT",
+    tags=["Users (Broker Staff)"],
+    security="staff",
+)
 async def me(request: web.Request) -> web.Response:
     """The caller's profile with role, effective permissions and 2FA state."""
     who = require_user(request)
@@ -230,6 +246,22 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "List broker staff with filters",
+    tags=["Users (Broker Staff)"],
+    query={
+        "type": "object",
+        "properties": {
+            "page": {"type": "integer", "default": 1, "minimum": 1},
+            "page_size": {"type": "integer", "default": 50, "minimum": 1, "maximum": 500},
+            "role_id": {"type": "integer", "minimum": 1},
+            "is_active": {"type": "boolean"},
+            "team_id": {"type": "string"},
+            "search": {"type": "string"},
+        },
+    },
+    security="staff:view_users",
+)
 async def list_users(request: web.Request) -> web.Response:
     """Staff filtered by team, role, active state and ``search``; paged, ordered by
     email; ``X-Total-Count`` holds the number of matches."""
@@ -248,11 +280,22 @@ async def list_users(request: web.Request) -> web.Response:
     return respond([user_json(u) for u in users], headers={"X-Total-Count": str(total)})
 
 
+@operation(
+    "Single user profile",
+    tags=["Users (Broker Staff)"],
+    security="staff:view_users",
+)
 async def get_user(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     return respond(user_json(await _identity(request).users.get(request.match_info["id"])))
 
 
+@operation(
+    "Update user fields",
+    tags=["Users (Broker Staff)"],
+    body=USER_PATCH,
+    security="staff:edit_users",
+)
 async def update_user(request: web.Request) -> web.Response:
     """Update name, team, role or active state; deactivating revokes the user's sessions."""
     who = require_staff(request, "edit_users")
@@ -261,6 +304,11 @@ async def update_user(request: web.Request) -> web.Response:
     return respond(user_json(user))
 
 
+@operation(
+    "Heartbeat -- refresh online presence",
+    tags=["Users (Broker Staff)"],
+    security="staff",
+)
 async def ping_user(request: web.Request) -> web.Response:
     """Refresh your own online presence (300 s) and stamp ``last_login_at`` (204)."""
     who = require_user(request)
@@ -270,6 +318,11 @@ async def ping_user(request: web.Request) -> web.Response:
     return _no_content()
 
 
+@operation(
+    "Check Redis online status",
+    tags=["Users (Broker Staff)"],
+    security="staff:view_users",
+)
 async def user_online(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     user_id = request.match_info["id"]
@@ -279,6 +332,13 @@ async def user_online(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- teams
 
 
+@operation(
+    "Create a team",
+    tags=["Teams"],
+    body=TEAM_CREATE,
+    responses={201: "Created"},
+    security="staff:edit_users",
+)
 async def create_team(request: web.Request) -> web.Response:
     """Create a team; ``path`` and ``depth`` are computed (201 TeamResponse)."""
     require_staff(request, "edit_users")
@@ -287,6 +347,19 @@ async def create_team(request: web.Request) -> web.Response:
     return respond(team_json(team), status=201)
 
 
+@operation(
+    "Flat list of teams",
+    tags=["Teams"],
+    query={
+        "type": "object",
+        "properties": {
+            "is_active": {"type": "boolean"},
+            "depth": {"type": "integer", "minimum": 0},
+            "parent_team_id": {"type": "string"},
+        },
+    },
+    security="staff:view_users",
+)
 async def list_teams(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     teams = await _identity(request).teams.find(
@@ -297,16 +370,31 @@ async def list_teams(request: web.Request) -> web.Response:
     return respond([team_json(t) for t in teams])
 
 
+@operation(
+    "Full hierarchy as nested JSON",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_tree(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     return respond(await _identity(request).teams.tree())
 
 
+@operation(
+    "Single team by ID",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def get_team(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     return respond(team_json(await _identity(request).teams.get(request.match_info["id"])))
 
 
+@operation(
+    "Direct children only (one level down)",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_children(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     teams = _identity(request).teams
@@ -314,24 +402,48 @@ async def team_children(request: web.Request) -> web.Response:
     return respond([team_json(t) for t in await teams.find(parent_team_id=team.id)])
 
 
+@operation(
+    "All descendants at any depth",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_subtree(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     teams = await _identity(request).teams.subtree(request.match_info["id"])
     return respond([team_json(t) for t in teams])
 
 
+async def _team_members(request: web.Request, *, subtree: bool) -> web.Response:
+    """The active users of team ``{id}`` (and of the teams below it when ``subtree``)."""
+    require_staff(request, "view_users")
+    users = await _identity(request).teams.users(request.match_info["id"], subtree=subtree)
+    return respond([user_json(u) for u in users])
+
+
+@operation(
+    "All active users directly in this team",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_users(request: web.Request) -> web.Response:
-    require_staff(request, "view_users")
-    users = await _identity(request).teams.users(request.match_info["id"], subtree=False)
-    return respond([user_json(u) for u in users])
+    return await _team_members(request, subtree=False)
 
 
+@operation(
+    "All active users in this team and all descendants",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_subtree_users(request: web.Request) -> web.Response:
-    require_staff(request, "view_users")
-    users = await _identity(request).teams.users(request.match_info["id"], subtree=True)
-    return respond([user_json(u) for u in users])
+    return await _team_members(request, subtree=True)
 
 
+@operation(
+    "Update a team",
+    tags=["Teams"],
+    body=TEAM_PATCH,
+    security="staff:edit_users",
+)
 async def update_team(request: web.Request) -> web.Response:
     """Rename, (de)activate or re-parent (descendant paths recomputed atomically);
     400 for a cycle."""
@@ -341,11 +453,23 @@ async def update_team(request: web.Request) -> web.Response:
     return respond(team_json(team))
 
 
+@operation(
+    "List permission overrides for a team",
+    tags=["Teams"],
+    security="staff:view_users",
+)
 async def team_overrides(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     return respond(await _identity(request).roles.team_overrides(request.match_info["id"]))
 
 
+@operation(
+    "Set a permission override for a team",
+    tags=["Teams"],
+    body=GRANT,
+    path=PERMISSION_PATH,
+    security="staff:manage_roles",
+)
 async def set_team_override(request: web.Request) -> web.Response:
     """Grant (``granted: true``) or withhold a permission for a team and the teams
     below it; granting needs you to hold the permission."""
@@ -359,6 +483,12 @@ async def set_team_override(request: web.Request) -> web.Response:
     return respond(next(o for o in overrides if o["permission_id"] == permission_id))
 
 
+@operation(
+    "Remove a permission override (reverts to role default)",
+    tags=["Teams"],
+    path=PERMISSION_PATH,
+    security="staff:manage_roles",
+)
 async def remove_team_override(request: web.Request) -> web.Response:
     require_staff(request, "manage_roles")
     permission_id = validation.path_int(request, "permission_id")
@@ -369,12 +499,24 @@ async def remove_team_override(request: web.Request) -> web.Response:
 # --------------------------------------------------------------- roles, permissions
 
 
+@operation(
+    "List all roles",
+    tags=["Roles & Permissions"],
+    query={"type": "object", "properties": {"include_inactive": {"type": "boolean"}}},
+    security="staff:view_users",
+)
 async def list_roles(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     include = validation.query_bool(request, "include_inactive") or False
     return respond([role_json(r) for r in await _identity(request).roles.roles(include)])
 
 
+@operation(
+    "Create a role",
+    tags=["Roles & Permissions"],
+    body=ROLE_CREATE,
+    security="staff:manage_roles",
+)
 async def create_role(request: web.Request) -> web.Response:
     """A new role (201); no scope, PII rule or level above your own role's."""
     who = require_staff(request, "manage_roles")
@@ -382,12 +524,25 @@ async def create_role(request: web.Request) -> web.Response:
     return respond(role_json(await _identity(request).roles.create_role(_actor(who), data)), 201)
 
 
+@operation(
+    "Single role by ID",
+    tags=["Roles & Permissions"],
+    path=ROLE_PATH,
+    security="staff:view_users",
+)
 async def get_role(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     role_id = validation.path_int(request, "role_id")
     return respond(role_json(await _identity(request).roles.role(role_id)))
 
 
+@operation(
+    "Update role fields",
+    tags=["Roles & Permissions"],
+    body=ROLE_PATCH,
+    path=ROLE_PATH,
+    security="staff:manage_roles",
+)
 async def update_role(request: web.Request) -> web.Response:
     who = require_staff(request, "manage_roles")
     role_id = validation.path_int(request, "role_id")
@@ -396,6 +551,12 @@ async def update_role(request: web.Request) -> web.Response:
     return respond(role_json(role))
 
 
+@operation(
+    "List all permissions with granted status for a role",
+    tags=["Roles & Permissions"],
+    path=ROLE_PATH,
+    security="staff:view_users",
+)
 async def role_permissions(request: web.Request) -> web.Response:
     """Every catalog permission with ``granted`` for the role."""
     require_staff(request, "view_users")
@@ -403,31 +564,58 @@ async def role_permissions(request: web.Request) -> web.Response:
     return respond(await _identity(request).roles.role_permissions(role_id))
 
 
+async def _set_role_grant(request: web.Request, granted: bool | None) -> web.Response:
+    """Set role ``{role_id}``'s grant of ``{permission_id}`` to ``granted`` (``None``:
+    the ``granted`` of the :data:`GRANT` body); answers the role (``role_json``)."""
+    who = require_staff(request, "manage_roles")
+    role_id = validation.path_int(request, "role_id")
+    permission_id = validation.path_int(request, "permission_id")
+    if granted is None:
+        granted = bool((await validation.body(request, GRANT))["granted"])
+    role = await _identity(request).roles.set_grant(_actor(who), role_id, permission_id, granted)
+    return respond(role_json(role))
+
+
+@operation(
+    "Grant or revoke a permission",
+    tags=["Roles & Permissions"],
+    body=GRANT,
+    path={**ROLE_PATH, **PERMISSION_PATH},
+    security="staff:manage_roles",
+)
 async def set_role_permission(request: web.Request) -> web.Response:
     """Grant or revoke (``granted``); you cannot grant a permission you do not hold."""
-    who = require_staff(request, "manage_roles")
-    role_id = validation.path_int(request, "role_id")
-    permission_id = validation.path_int(request, "permission_id")
-    data = await validation.body(request, GRANT)
-    roles = _identity(request).roles
-    role = await roles.set_grant(_actor(who), role_id, permission_id, data["granted"])
-    return respond(role_json(role))
+    return await _set_role_grant(request, None)
 
 
+@operation(
+    "Remove a permission grant",
+    tags=["Roles & Permissions"],
+    path={**ROLE_PATH, **PERMISSION_PATH},
+    security="staff:manage_roles",
+)
 async def remove_role_permission(request: web.Request) -> web.Response:
-    who = require_staff(request, "manage_roles")
-    role_id = validation.path_int(request, "role_id")
-    permission_id = validation.path_int(request, "permission_id")
-    role = await _identity(request).roles.set_grant(_actor(who), role_id, permission_id, False)
-    return respond(role_json(role))
+    return await _set_role_grant(request, False)
 
 
+@operation(
+    "List all defined permissions",
+    tags=["Roles & Permissions"],
+    query={"type": "object", "properties": {"category": {"type": "string"}}},
+    security="staff:view_users",
+)
 async def list_permissions(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     category = request.query.get("category") or None
     return respond([permission_json(p) for p in await _identity(request).roles.catalog(category)])
 
 
+@operation(
+    "Create a new permission definition",
+    tags=["Roles & Permissions"],
+    body=PERMISSION_CREATE,
+    security="staff:manage_roles",
+)
 async def create_permission(request: web.Request) -> web.Response:
     require_staff(request, "manage_roles")
     data = await validation.body(request, PERMISSION_CREATE)
@@ -437,6 +625,11 @@ async def create_permission(request: web.Request) -> web.Response:
 # -------------------------------------------------------------------------- 2FA
 
 
+@operation(
+    "Generate TOTP secret for 2FA setup",
+    tags=["Authentication"],
+    security="staff",
+)
 async def totp_setup(request: web.Request) -> web.Response:
     """A new TOTP secret and its ``otpauth://`` URI; 400 when 2FA is already enabled."""
     who = require_user(request)
@@ -446,6 +639,12 @@ async def totp_setup(request: web.Request) -> web.Response:
     return respond({"secret": secret, "qr_uri": uri, "message": "Scan QR code, then verify"})
 
 
+@operation(
+    "Verify TOTP code to enable 2FA",
+    tags=["Authentication"],
+    body=CODE,
+    security="staff",
+)
 async def totp_verify(request: web.Request) -> web.Response:
     """Enable 2FA with a valid code; returns 10 single-use backup codes (shown once)."""
     who = require_user(request)
@@ -456,6 +655,12 @@ async def totp_verify(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Disable 2FA",
+    tags=["Authentication"],
+    body=CODE,
+    security="staff",
+)
 async def totp_disable(request: web.Request) -> web.Response:
     who = require_user(request)
     data = await validation.body(request, CODE)
@@ -485,6 +690,11 @@ def _session_owner(request: web.Request) -> Principal:
     return who
 
 
+@operation(
+    "List active sessions",
+    tags=["Authentication"],
+    security=("customer", "staff"),
+)
 async def list_sessions(request: web.Request) -> web.Response:
     """The caller's active sessions, newest first (staff and customers)."""
     who = _session_owner(request)
@@ -492,6 +702,12 @@ async def list_sessions(request: web.Request) -> web.Response:
     return respond([_session_json(s, who.session_id) for s in sessions])
 
 
+@operation(
+    "Revoke a specific session",
+    tags=["Authentication"],
+    responses={404: "Session not found"},
+    security=("customer", "staff"),
+)
 async def revoke_session(request: web.Request) -> web.Response:
     """Revoke one of your sessions; its tokens stop working at once (204; 404 unknown)."""
     who = _session_owner(request)
@@ -503,6 +719,11 @@ async def revoke_session(request: web.Request) -> web.Response:
     return _no_content()
 
 
+@operation(
+    "Revoke all other sessions",
+    tags=["Authentication"],
+    security=("customer", "staff"),
+)
 async def revoke_other_sessions(request: web.Request) -> web.Response:
     """Revoke every session but the current one (the token's ``sid``)."""
     who = _session_owner(request)
@@ -537,11 +758,23 @@ def _client_json(client: PartnerClient) -> dict[str, Any]:
     }
 
 
+@operation(
+    "List partner tenants",
+    tags=["Partners"],
+    security="staff:manage_broker_config",
+)
 async def list_tenants(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
     return respond([_tenant_json(t) for t in await _identity(request).partners.tenants()])
 
 
+@operation(
+    "Create a partner tenant",
+    tags=["Partners"],
+    body=TENANT_CREATE,
+    responses={201: "Created"},
+    security="staff:manage_broker_config",
+)
 async def create_tenant(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
     data = await validation.body(request, TENANT_CREATE)
@@ -551,6 +784,12 @@ async def create_tenant(request: web.Request) -> web.Response:
     return respond(_tenant_json(tenant), status=201)
 
 
+@operation(
+    "Update a partner tenant",
+    tags=["Partners"],
+    body=TENANT_PATCH,
+    security="staff:manage_broker_config",
+)
 async def update_tenant(request: web.Request) -> web.Response:
     """Rename a tenant or switch its prop-firm entitlement (applies at once)."""
     require_staff(request, "manage_broker_config")
@@ -559,6 +798,13 @@ async def update_tenant(request: web.Request) -> web.Response:
     return respond(_tenant_json(tenant))
 
 
+@operation(
+    "Create a partner OAuth client",
+    tags=["Partners"],
+    body=PARTNER_CREATE,
+    responses={201: "Created"},
+    security="staff:manage_partner_clients",
+)
 async def create_partner_client(request: web.Request) -> web.Response:
     """Issue a partner ``client_id`` and ``client_secret`` (shown once) with granted
     scopes under a tenant (default ``default``); 201."""
@@ -570,17 +816,34 @@ async def create_partner_client(request: web.Request) -> web.Response:
     return respond({**_client_json(client), "client_secret": secret}, status=201)
 
 
+@operation(
+    "List partner OAuth clients",
+    tags=["Partners"],
+    query={"type": "object", "properties": {"tenant_id": {"type": "string"}}},
+    security="staff:manage_partner_clients",
+)
 async def list_partner_clients(request: web.Request) -> web.Response:
     require_staff(request, "manage_partner_clients")
     clients = await _identity(request).partners.clients(request.query.get("tenant_id") or None)
     return respond([_client_json(c) for c in clients])
 
 
+@operation(
+    "Get a partner OAuth client",
+    tags=["Partners"],
+    security="staff:manage_partner_clients",
+)
 async def get_partner_client(request: web.Request) -> web.Response:
     require_staff(request, "manage_partner_clients")
     return respond(_client_json(await _identity(request).partners.client(request.match_info["id"])))
 
 
+@operation(
+    "Update a partner OAuth client",
+    tags=["Partners"],
+    body=PARTNER_PATCH,
+    security="staff:manage_partner_clients",
+)
 async def update_partner_client(request: web.Request) -> web.Response:
     """Rename, change scopes or (de)activate; a deactivated client's tokens stop at once."""
     require_staff(request, "manage_partner_clients")
@@ -589,6 +852,11 @@ async def update_partner_client(request: web.Request) -> web.Response:
     return respond(_client_json(client))
 
 
+@operation(
+    "Rotate a partner client secret",
+    tags=["Partners"],
+    security="staff:manage_partner_clients",
+)
 async def rotate_partner_secret(request: web.Request) -> web.Response:
     """A new ``client_secret`` (shown once); the old one stops working."""
     require_staff(request, "manage_partner_clients")

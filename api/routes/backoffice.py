@@ -24,6 +24,7 @@ from brokerkernel.api.auth import require_account_access, require_staff
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.money.models import PaymentCallback
 from brokerkernel.kernel.money.reports import derived_balance, ledger_summary
 from brokerkernel.kernel.money.transactions import (
@@ -184,7 +185,8 @@ def _login(request: web.Request) -> int:
         raise _path_error("login", "must be an integer") from exc
 
 
-def _tx_id(request: web.Request, name: str = "id") -> str:
+def path_uuid(request: web.Request, name: str = "id") -> str:
+    """A UUID path parameter (a transaction's or a rule's id); 422 when it is not one."""
     value = request.match_info[name]
     if not re.fullmatch(UUID_PATTERN, value):
         raise _path_error(name, "must be a UUID")
@@ -204,22 +206,6 @@ def _date(request: web.Request, name: str) -> datetime | None:
     if value.tzinfo is None:
         raise ApiError(
             422, [{"loc": ["query", name], "msg": "must carry a UTC offset", "type": "format"}]
-        )
-    return value
-
-
-def _enum(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
-    value = request.query.get(name)
-    if value is not None and value not in allowed:
-        raise ApiError(
-            422,
-            [
-                {
-                    "loc": ["query", name],
-                    "msg": f"must be one of {', '.join(allowed)}",
-                    "type": "enum",
-                }
-            ],
         )
     return value
 
@@ -244,6 +230,23 @@ async def _account(request: web.Request, key: str) -> TradingAccount:
 # --- ledger (section 7) ---------------------------------------------------------------
 
 
+@operation(
+    "Query financial ledger events",
+    tags=["Financial Ledger"],
+    query={
+        "type": "object",
+        "properties": {
+            "limit": {"type": "integer", "default": 100, "minimum": 1, "maximum": 500},
+            "offset": {"type": "integer", "default": 0, "minimum": 0},
+            "event_type": {"type": "string"},
+            "from_date": {"type": "string"},
+            "to_date": {"type": "string"},
+        },
+    },
+    path={"login": {"type": "integer"}},
+    responses={404: "Account not found"},
+    security="staff:view_customers",
+)
 async def ledger(request: web.Request) -> web.Response:
     """Ledger events of an account, newest first; filters event_type, from_date,
     to_date; ``limit`` (max 500) and ``offset`` page; ``X-Total-Count`` all matches."""
@@ -251,7 +254,7 @@ async def ledger(request: web.Request) -> web.Response:
     login = _login(request)
     limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
     offset = validation.query_int(request, "offset", default=0, minimum=0)
-    event_type = _enum(request, "event_type", LEDGER_TYPES)
+    event_type = validation.query_enum(request, "event_type", LEDGER_TYPES)
     from_date, to_date = _date(request, "from_date"), _date(request, "to_date")
     criteria = [LedgerEvent.account_id == login]
     if event_type:
@@ -280,6 +283,17 @@ async def _count(session: AsyncSession, query: Select[Any]) -> int:
     return int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
+@operation(
+    "Aggregated ledger summary",
+    tags=["Financial Ledger"],
+    query={
+        "type": "object",
+        "properties": {"from_date": {"type": "string"}, "to_date": {"type": "string"}},
+    },
+    path={"login": {"type": "integer"}},
+    responses={404: "Account not found"},
+    security="staff:view_customers",
+)
 async def ledger_summary_view(request: web.Request) -> web.Response:
     """Totals per kind over an optional time window (seed section 7), account currency."""
     require_staff(request, "view_customers")
@@ -296,6 +310,12 @@ async def ledger_summary_view(request: web.Request) -> web.Response:
 # --- account balance and transactions (section 6) ------------------------------------
 
 
+@operation(
+    "Get derived account balance",
+    tags=["Accounts"],
+    responses={404: "Account not found"},
+    security=("customer", "staff:view_customers"),
+)
 async def account_balance(request: web.Request) -> web.Response:
     """Derived balance: the sum of the account's APPROVED transactions (seed section 6),
     beside the account's balance (which also holds trading results)."""
@@ -317,11 +337,25 @@ async def account_balance(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "List account transactions",
+    tags=["Accounts"],
+    query={
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "limit": {"type": "integer", "default": 100, "minimum": 1, "maximum": 500},
+            "offset": {"type": "integer", "default": 0, "minimum": 0},
+        },
+    },
+    responses={404: "Account not found"},
+    security=("customer", "staff:view_customers"),
+)
 async def account_transactions(request: web.Request) -> web.Response:
     """All transactions of an account, newest first; ``status`` filter, paging."""
     account = await _account(request, request.match_info["account_id"])
     require_account_access(request, account.login, "view_customers")
-    status = _enum(request, "status", STATUSES)
+    status = validation.query_enum(request, "status", STATUSES)
     limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
     offset = validation.query_int(request, "offset", default=0, minimum=0)
     query = select(Transaction).where(Transaction.login == account.login)
@@ -371,6 +405,13 @@ async def _request_of(
     )
 
 
+@operation(
+    "Create a manual transaction",
+    tags=["Transactions"],
+    body=MANUAL_SCHEMA,
+    responses={201: "Created", 404: "Account not found"},
+    security="staff:create_deposits",
+)
 async def manual_transaction(request: web.Request) -> web.Response:
     """Create a manual transaction (201); ``status: APPROVED`` approves it in one step
     (needs ``approve_deposits`` too; maker-checker refuses it when enabled)."""
@@ -384,6 +425,13 @@ async def manual_transaction(request: web.Request) -> web.Response:
     return respond(transaction_json(tx), status=201)
 
 
+@operation(
+    "Create a cashier (Praxis) transaction",
+    tags=["Transactions"],
+    body=CASHIER_SCHEMA,
+    responses={200: "Already created (same cashier id)", 201: "Created", 404: "Account not found"},
+    security="staff:create_deposits",
+)
 async def cashier_transaction(request: web.Request) -> web.Response:
     """Record a cashier transaction, idempotent on ``cashier_id``: 201 when created,
     200 with the existing one (unchanged) when that ``cashier_id`` is known."""
@@ -401,29 +449,52 @@ async def cashier_transaction(request: web.Request) -> web.Response:
     return respond(transaction_json(tx), status=201 if created else 200)
 
 
+@operation(
+    "Approve a pending transaction",
+    tags=["Transactions"],
+    security="staff:approve_deposits",
+)
 async def approve(request: web.Request) -> web.Response:
     actor = _staff(request, "approve_deposits")
-    tx = await request.app[KERNEL].transactions.approve(_tx_id(request), actor)
+    tx = await request.app[KERNEL].transactions.approve(path_uuid(request), actor)
     return respond(transaction_json(tx))
 
 
+@operation(
+    "Decline a pending transaction",
+    tags=["Transactions"],
+    body=REASON_SCHEMA,
+    security="staff:approve_deposits",
+)
 async def decline(request: web.Request) -> web.Response:
     actor = _staff(request, "approve_deposits")
-    tx_id = _tx_id(request)
+    tx_id = path_uuid(request)
     data = await validation.body(request, REASON_SCHEMA)
     tx = await request.app[KERNEL].transactions.decline(tx_id, actor, data.get("reason"))
     return respond(transaction_json(tx))
 
 
+@operation(
+    "Soft-delete a transaction",
+    tags=["Transactions"],
+    security="staff:approve_deposits",
+)
 async def delete(request: web.Request) -> web.Response:
     actor = _staff(request, "approve_deposits")
-    tx = await request.app[KERNEL].transactions.delete(_tx_id(request), actor)
+    tx = await request.app[KERNEL].transactions.delete(path_uuid(request), actor)
     return respond(transaction_json(tx))
 
 
+@operation(
+    "Process a chargeback",
+    tags=["Transactions"],
+    body=CHARGEBACK_SCHEMA,
+    responses={201: "Created"},
+    security="staff:process_chargebacks",
+)
 async def chargeback(request: web.Request) -> web.Response:
     actor = _staff(request, "process_chargebacks")
-    tx_id = _tx_id(request, "tx_id")
+    tx_id = path_uuid(request, "tx_id")
     data = await validation.body(request, CHARGEBACK_SCHEMA)
     result = await request.app[KERNEL].transactions.chargeback(tx_id, data["reason"], actor)
     return respond(
@@ -438,19 +509,31 @@ async def chargeback(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Refund a transaction",
+    tags=["Transactions"],
+    body=REFUND_SCHEMA,
+    responses={201: "Created"},
+    security="staff:approve_deposits",
+)
 async def refund(request: web.Request) -> web.Response:
     """Refund an approved deposit through its gateway (all that is left by default)."""
     actor = _staff(request, "approve_deposits")
-    tx_id = _tx_id(request)
+    tx_id = path_uuid(request)
     data = await validation.body(request, REFUND_SCHEMA)
     tx = await request.app[KERNEL].payments.refund(tx_id, _decimal(data.get("amount")), actor)
     return respond(transaction_json(tx), status=201)
 
 
+@operation(
+    "Reconcile a transaction with its provider",
+    tags=["Transactions"],
+    security="staff:approve_deposits",
+)
 async def reconcile(request: web.Request) -> web.Response:
     """Ask the gateway for a cashier transaction's status and apply it."""
     _staff(request, "approve_deposits")
-    outcome = await request.app[KERNEL].payments.reconcile(_tx_id(request))
+    outcome = await request.app[KERNEL].payments.reconcile(path_uuid(request))
     assert outcome.transaction is not None
     return respond(
         {
@@ -461,6 +544,11 @@ async def reconcile(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "List transactions awaiting approval",
+    tags=["Transactions"],
+    security="staff:approve_deposits",
+)
 async def pending_approval(request: web.Request) -> web.Response:
     """Transactions awaiting approval (status PENDING), oldest first, at most 200."""
     require_staff(request, "approve_deposits")
@@ -476,6 +564,25 @@ async def pending_approval(request: web.Request) -> web.Response:
     return respond([transaction_json(tx) for tx in rows])
 
 
+@operation(
+    "List transactions",
+    tags=["Transactions"],
+    query={
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string"},
+            "source": {"type": "string"},
+            "limit": {"type": "integer", "default": 100, "minimum": 1, "maximum": 500},
+            "offset": {"type": "integer", "default": 0, "minimum": 0},
+            "account_id": {"type": "string"},
+            "customer_id": {"type": "string"},
+            "date_from": {"type": "string"},
+            "date_to": {"type": "string"},
+        },
+    },
+    security="staff:view_customers",
+)
 async def list_transactions(request: web.Request) -> web.Response:
     """Transactions with the seed's filters (account_id, customer_id, type, status,
     source, date_from, date_to), newest first; ``limit`` (default 100, max 500)."""
@@ -489,9 +596,9 @@ async def list_transactions(request: web.Request) -> web.Response:
         {k: v for k, v in request.query.items() if k in filters},
         "query",
     )
-    type_ = _enum(request, "type", (*TYPES, CHARGEBACK))
-    status = _enum(request, "status", STATUSES)
-    source = _enum(request, "source", SOURCES)
+    type_ = validation.query_enum(request, "type", (*TYPES, CHARGEBACK))
+    status = validation.query_enum(request, "status", STATUSES)
+    source = validation.query_enum(request, "source", SOURCES)
     date_from, date_to = _date(request, "date_from"), _date(request, "date_to")
     limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
     offset = validation.query_int(request, "offset", default=0, minimum=0)
@@ -514,10 +621,16 @@ async def list_transactions(request: web.Request) -> web.Response:
     return await _transaction_page(request, query, limit, offset)
 
 
+@operation(
+    "Get single transaction",
+    tags=["Transactions"],
+    responses={404: "Transaction not found"},
+    security="staff:view_customers",
+)
 async def get_transaction(request: web.Request) -> web.Response:
     """One transaction by UUID, with the payment callbacks received for it."""
     require_staff(request, "view_customers")
-    tx_id = _tx_id(request)
+    tx_id = path_uuid(request)
     async with request.app[KERNEL].db.read() as session:
         tx = await session.get(Transaction, tx_id)
         if tx is None:

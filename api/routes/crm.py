@@ -6,6 +6,7 @@ their own logins (the trading platform lists and closes its positions here).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from brokerkernel.api.auth import require_account_access
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.storage.models import TradeHistory
 from brokerkernel.kernel.trading.money import round_money
 from brokerkernel.kernel.trading.state import OpenPosition
@@ -62,6 +64,14 @@ HISTORY_FIELDS = (
 )
 
 
+#: OpenAPI ``query`` of the routes that take the account as ``?login=``.
+LOGIN_QUERY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"login": {"type": "integer", "minimum": 1}},
+    "required": ["login"],
+}
+
+
 def login_query(request: web.Request) -> int:
     """The required ``login`` query parameter; 422 when missing or malformed."""
     login = validation.query_int(request, "login", required=True, minimum=1)
@@ -69,14 +79,13 @@ def login_query(request: web.Request) -> int:
     return login
 
 
-def path_int(request: web.Request, name: str) -> int:
-    """An integer path parameter; 422 when malformed."""
-    try:
-        return int(request.match_info[name])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", name], "msg": "must be an integer", "type": "type"}]
-        ) from exc
+def orders_login(request: web.Request) -> int:
+    """The required ``login`` query parameter (:func:`login_query`) of an account whose
+    orders the caller may see: the trader owning it, or staff with ``view_orders``
+    (403 otherwise, :func:`~brokerkernel.api.auth.require_account_access`)."""
+    login = login_query(request)
+    require_account_access(request, login, "view_orders")
+    return login
 
 
 def position_json(kernel: Kernel, position: OpenPosition, currency: str) -> dict[str, Any]:
@@ -89,10 +98,16 @@ def position_json(kernel: Kernel, position: OpenPosition, currency: str) -> dict
     return data
 
 
+@operation(
+    "List open positions",
+    tags=["Orders (Trading)"],
+    query=LOGIN_QUERY,
+    responses={404: "Account not found"},
+    security=("customer", "staff:view_orders"),
+)
 async def list_positions(request: web.Request) -> web.Response:
     """The account's open positions by ticket, with live profit."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
+    login = orders_login(request)
     kernel = request.app[KERNEL]
     account = await kernel.trading.snapshot(login)
     if account is None:
@@ -105,12 +120,19 @@ async def list_positions(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Get single open position",
+    tags=["Orders (Trading)"],
+    query=LOGIN_QUERY,
+    path={"ticket": {"type": "integer"}},
+    responses={404: "Position not found"},
+    security=("customer", "staff:view_orders"),
+)
 async def get_position(request: web.Request) -> web.Response:
     """One open position with live profit."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
+    login = orders_login(request)
     kernel = request.app[KERNEL]
-    ticket = path_int(request, "ticket")
+    ticket = validation.path_int(request, "ticket")
     account = await kernel.trading.snapshot(login)
     position = account.positions.get(ticket) if account is not None else None
     if account is None or position is None:
@@ -118,21 +140,27 @@ async def get_position(request: web.Request) -> web.Response:
     return respond(position_json(kernel, position, account.currency))
 
 
+@operation(
+    "Close a position",
+    tags=["Orders (Trading)"],
+    query={
+        "type": "object",
+        "properties": {"login": {"type": "integer", "minimum": 1}, "volume": {"type": "string"}},
+        "required": ["login"],
+    },
+    path={"ticket": {"type": "integer"}},
+    security=("customer", "staff:view_orders"),
+)
 async def close_position(request: web.Request) -> web.Response:
     """Close a position at market; ``volume`` (lots, multiple of 0.001) closes part of it."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    ticket = path_int(request, "ticket")
+    login = orders_login(request)
+    ticket = validation.path_int(request, "ticket")
     raw_volume = request.query.get("volume")
     volume: Decimal | None = None
     if raw_volume not in (None, ""):
-        try:
+        with suppress(InvalidOperation):
             volume = Decimal(raw_volume)
-        except InvalidOperation as exc:
-            raise ApiError(
-                422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]
-            ) from exc
-        if not volume.is_finite():
+        if volume is None or not volume.is_finite():
             raise ApiError(
                 422, [{"loc": ["query", "volume"], "msg": "must be a number", "type": "type"}]
             )
@@ -140,10 +168,15 @@ async def close_position(request: web.Request) -> web.Response:
     return respond({name: deal[name] for name in HISTORY_FIELDS})
 
 
+@operation(
+    "List closed trades",
+    tags=["Trade History"],
+    query=LOGIN_QUERY,
+    security=("customer", "staff:view_orders"),
+)
 async def list_history(request: web.Request) -> web.Response:
     """Closed deals of the account, oldest first (``open_fx_rate``/``close_fx_rate``)."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
+    login = orders_login(request)
     kernel = request.app[KERNEL]
     async with kernel.db.read() as session:
         rows = (
@@ -156,10 +189,17 @@ async def list_history(request: web.Request) -> web.Response:
     return respond([{name: getattr(deal, name) for name in HISTORY_FIELDS} for deal in rows])
 
 
+@operation(
+    "Get single closed trade",
+    tags=["Trade History"],
+    query=LOGIN_QUERY,
+    path={"ticket": {"type": "integer"}},
+    responses={404: "Trade not found"},
+    security=("customer", "staff:view_orders"),
+)
 async def get_history(request: web.Request) -> web.Response:
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    ticket = path_int(request, "ticket")
+    login = orders_login(request)
+    ticket = validation.path_int(request, "ticket")
     async with request.app[KERNEL].db.read() as session:
         deal = await session.get(TradeHistory, ticket)
     if deal is None or deal.login != login:
@@ -167,9 +207,16 @@ async def get_history(request: web.Request) -> web.Response:
     return respond({name: getattr(deal, name) for name in HISTORY_FIELDS})
 
 
+@operation(
+    "Live account equity, PnL, and margin",
+    tags=["Accounts"],
+    path={"login": {"type": "integer"}},
+    responses={404: "Account not found"},
+    security=("customer", "staff:view_customers"),
+)
 async def account_state(request: web.Request) -> web.Response:
     """Live equity, P&L, margin and exposure of the account (seed section 6)."""
-    login = path_int(request, "login")
+    login = validation.path_int(request, "login")
     require_account_access(request, login, "view_customers")
     state = await request.app[KERNEL].trading.account_state(login)
     if state is None:

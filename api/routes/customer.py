@@ -12,6 +12,7 @@ from brokerkernel.api.auth import principal, require_account_access
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.customers import Registration, RegistrationError, register
 
 if TYPE_CHECKING:
@@ -51,6 +52,13 @@ ORDER_SCHEMA: dict[str, Any] = {
 }
 
 
+@operation(
+    "Customer registration",
+    tags=["Customers"],
+    body=REGISTER_SCHEMA,
+    responses={200: "Already registered (duplicate)", 201: "Registered"},
+    security="public",
+)
 async def register_customer(request: web.Request) -> web.Response:
     """Organic registration: customer + trading account in one transaction (201).
 
@@ -66,17 +74,54 @@ async def register_customer(request: web.Request) -> web.Response:
     return respond(result, status=200 if result.get("duplicate") else 201)
 
 
+#: ``wait_ms`` of the order routes: how long a still ``queued`` answer may be held.
+WAIT_QUERY = {
+    "type": "object",
+    "properties": {"wait_ms": {"type": "integer", "default": 0, "minimum": 0, "maximum": 10000}},
+}
+
+
+def _wait_s(request: web.Request) -> float:
+    wait_ms = validation.query_int(request, "wait_ms", default=0, minimum=0, maximum=10_000)
+    assert wait_ms is not None
+    return wait_ms / 1000
+
+
+@operation(
+    "Place a market order (async)",
+    tags=["Orders (Trading)"],
+    body=ORDER_SCHEMA,
+    query=WAIT_QUERY,
+    security=("customer", "staff:view_orders"),
+)
 async def place_order(request: web.Request) -> web.Response:
-    """Queue a market order (cmd 0 buy / 1 sell, volume in lots); 202-style async result."""
+    """Queue a market order (cmd 0 buy / 1 sell, volume in lots); 202-style async result
+    ``{"request_id", "status": "queued"}``.
+
+    ``wait_ms`` (0-10,000, default 0; an extension of the seed) holds the answer up to
+    that long for the outcome, as the poll's long poll does: ``executed`` with
+    ``order`` or ``rejected`` with ``reason`` — one request per order instead of two —
+    or ``queued`` when the wait runs out (then poll as usual).
+    """
     data = await validation.body(request, ORDER_SCHEMA)
+    wait_s = _wait_s(request)
     require_account_access(request, data["login"], "view_orders")
-    kernel = request.app[KERNEL]
-    request_id = await kernel.trading.submit(
-        data["login"], data["symbol"], data["cmd"], Decimal(data["volume"])
-    )
-    return respond({"request_id": request_id, "status": "queued"})
+    trading = request.app[KERNEL].trading
+    order = (data["login"], data["symbol"], data["cmd"], Decimal(data["volume"]))
+    if wait_s:
+        status = await trading.execute(*order, wait_s)
+        status.pop("login")
+        return respond(status)
+    return respond({"request_id": await trading.submit(*order), "status": "queued"})
 
 
+@operation(
+    "Poll async order execution status",
+    tags=["Orders (Trading)"],
+    query=WAIT_QUERY,
+    responses={404: "Order request not found or expired"},
+    security=("customer", "staff:view_orders"),
+)
 async def order_request(request: web.Request) -> web.Response:
     """Poll an order request: queued, executed (with ``order``) or rejected (``reason``).
 
@@ -85,9 +130,7 @@ async def order_request(request: web.Request) -> web.Response:
     """
     kernel = request.app[KERNEL]
     principal(request)
-    wait_ms = validation.query_int(request, "wait_ms", default=0, minimum=0, maximum=10_000)
-    assert wait_ms is not None
-    status = await kernel.trading.request_status(request.match_info["request_id"], wait_ms / 1000)
+    status = await kernel.trading.request_status(request.match_info["request_id"], _wait_s(request))
     if status is None:
         raise not_found("Order request not found or expired")
     require_account_access(request, status.pop("login"), "view_orders")

@@ -19,6 +19,7 @@ from brokerkernel.api.auth import require_customer
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.sessions import login_client
 from brokerkernel.kernel.customers import customer_json
 from brokerkernel.kernel.identity.service import Identity
@@ -79,6 +80,12 @@ def _query_token(request: web.Request) -> str:
     return token
 
 
+@operation(
+    "Redeem one-time autologin token",
+    tags=["Authentication"],
+    query={"type": "object", "properties": {"token": {"type": "string"}}},
+    security="public",
+)
 async def autologin(request: web.Request) -> web.Response:
     """Redeem a one-time autologin token: the customer login response.
     401 invalid, used or expired; 403 disabled."""
@@ -86,6 +93,12 @@ async def autologin(request: web.Request) -> web.Response:
     return respond(await _identity(request).customer_autologin(token, login_client(request)))
 
 
+@operation(
+    "Request password reset link (authenticated)",
+    tags=["Authentication"],
+    body=REQUEST_SCHEMA,
+    security="customer",
+)
 async def request_reset(request: web.Request) -> web.Response:
     """A reset link for the logged-in trader; 429 with 3 active links already."""
     who = require_customer(request)
@@ -94,6 +107,12 @@ async def request_reset(request: web.Request) -> web.Response:
     return respond({"message": "Password reset link generated", "reset_url": url})
 
 
+@operation(
+    "Forgot password (public)",
+    tags=["Authentication"],
+    body=FORGOT_SCHEMA,
+    security="public",
+)
 async def forgot_password(request: web.Request) -> web.Response:
     """Always 200 with the same message: no email enumeration."""
     data = await validation.body(request, FORGOT_SCHEMA)
@@ -101,12 +120,24 @@ async def forgot_password(request: web.Request) -> web.Response:
     return respond({"message": FORGOT_MESSAGE})
 
 
+@operation(
+    "Verify password reset token",
+    tags=["Authentication"],
+    query={"type": "object", "properties": {"token": {"type": "string"}}},
+    security="public",
+)
 async def verify_reset(request: web.Request) -> web.Response:
     """Whether a reset token is valid (not burned), with the masked email; 401 if not."""
     email = await _identity(request).resets.verify(_query_token(request))
     return respond({"valid": True, "email": email})
 
 
+@operation(
+    "Confirm password reset",
+    tags=["Authentication"],
+    body=CONFIRM_SCHEMA,
+    security="public",
+)
 async def confirm_reset(request: web.Request) -> web.Response:
     """Burn the token and set the password (8-72 characters); every session of the
     customer is revoked. 401 invalid/expired/used token."""
@@ -115,6 +146,12 @@ async def confirm_reset(request: web.Request) -> web.Response:
     return respond({"message": UPDATED_MESSAGE})
 
 
+@operation(
+    "Set new password",
+    tags=["Authentication"],
+    body=ME_PASSWORD_SCHEMA,
+    security="customer",
+)
 async def set_password(request: web.Request) -> web.Response:
     """Set a new password (clears ``force_password_change``; other sessions are
     revoked) and get a fresh access token. ``current_password`` is required unless
@@ -128,6 +165,12 @@ async def set_password(request: web.Request) -> web.Response:
     return respond({"access_token": token, "message": UPDATED_MESSAGE})
 
 
+@operation(
+    "Current customer profile from JWT",
+    tags=["Authentication"],
+    responses={404: "Customer not found"},
+    security="customer",
+)
 async def me(request: web.Request) -> web.Response:
     """The logged-in trader's profile and trading accounts."""
     who = require_customer(request)

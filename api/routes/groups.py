@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from brokerkernel.api import validation
 from brokerkernel.api.auth import require_staff
-from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.instruments import CURRENCY, SYMBOL_PATTERN, config_write
 from brokerkernel.api.validation import decimal_schema
 from brokerkernel.kernel.storage.models import Group, GroupInstrument
@@ -151,6 +151,11 @@ def override_json(override: GroupInstrument) -> dict[str, Any]:
     return {name: getattr(override, name) for name in OVERRIDE_JSON_FIELDS}
 
 
+@operation(
+    "List all trading groups",
+    tags=["Groups (Trading Configuration)"],
+    security="public",
+)
 async def list_groups(request: web.Request) -> web.Response:
     """Active trading groups by name (public)."""
     async with request.app[KERNEL].db.read() as session:
@@ -160,6 +165,11 @@ async def list_groups(request: web.Request) -> web.Response:
         return respond([group_json(g) for g in rows.all()])
 
 
+@operation(
+    "Get single group",
+    tags=["Groups (Trading Configuration)"],
+    security="public",
+)
 async def get_group(request: web.Request) -> web.Response:
     """One group by id (soft-deleted ones show ``is_active: false``); 404."""
     async with request.app[KERNEL].db.read() as session:
@@ -167,6 +177,13 @@ async def get_group(request: web.Request) -> web.Response:
     return respond(group_json(group))
 
 
+@operation(
+    "Create a trading group",
+    tags=["Groups (Trading Configuration)"],
+    body=CREATE_SCHEMA,
+    responses={201: "Created"},
+    security="staff:manage_groups",
+)
 async def create_group(request: web.Request) -> web.Response:
     """Create a group (201); 409 name taken; 422 field and rule errors."""
     require_staff(request, "manage_groups")
@@ -177,6 +194,12 @@ async def create_group(request: web.Request) -> web.Response:
     return respond(group_json(group), status=201)
 
 
+@operation(
+    "Update group fields",
+    tags=["Groups (Trading Configuration)"],
+    body=UPDATE_SCHEMA,
+    security="staff:manage_groups",
+)
 async def update_group(request: web.Request) -> web.Response:
     """Update group fields (all optional); 404; 409; 422."""
     require_staff(request, "manage_groups")
@@ -189,6 +212,12 @@ async def update_group(request: web.Request) -> web.Response:
     return respond(group_json(group))
 
 
+@operation(
+    "Soft-delete a group",
+    tags=["Groups (Trading Configuration)"],
+    responses={204: "No Content"},
+    security="staff:manage_groups",
+)
 async def delete_group(request: web.Request) -> web.Response:
     """Soft delete (204); 409 while active accounts are assigned or for the default."""
     require_staff(request, "manage_groups")
@@ -198,6 +227,13 @@ async def delete_group(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@operation(
+    "Create or update per-group instrument config",
+    tags=["Groups (Trading Configuration)"],
+    body=OVERRIDE_SCHEMA,
+    responses={200: "Updated", 201: "Created"},
+    security="staff:manage_groups",
+)
 async def put_group_instrument(request: web.Request) -> web.Response:
     """Create (201) or update (200) the group's override of a symbol; null inherits."""
     require_staff(request, "manage_groups")
@@ -214,6 +250,11 @@ async def put_group_instrument(request: web.Request) -> web.Response:
     return respond(override_json(override), status=201 if created else 200)
 
 
+@operation(
+    "List group instrument configs",
+    tags=["Groups (Trading Configuration)"],
+    security="staff:view_customers",
+)
 async def list_group_instruments(request: web.Request) -> web.Response:
     """The group's instrument overrides by symbol; 404 unknown group."""
     require_staff(request, "view_customers")
@@ -222,6 +263,12 @@ async def list_group_instruments(request: web.Request) -> web.Response:
     return respond([override_json(row) for row in rows])
 
 
+@operation(
+    "Bulk upsert swap rates",
+    tags=["Groups (Trading Configuration)"],
+    body=SWAP_CONFIG_SCHEMA,
+    security="staff:manage_groups",
+)
 async def put_swap_config(request: web.Request) -> web.Response:
     """Bulk upsert of swap rates: ``{group_id, instruments_updated, instruments_created}``."""
     require_staff(request, "manage_groups")
@@ -237,6 +284,11 @@ async def put_swap_config(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Get resolved swap rates",
+    tags=["Groups (Trading Configuration)"],
+    security="staff:view_customers",
+)
 async def swap_rates(request: web.Request) -> web.Response:
     """Resolved swap rates of every active instrument for the group, with the source
     and the effective rates after ``swap_multiplier``."""
@@ -245,15 +297,17 @@ async def swap_rates(request: web.Request) -> web.Response:
         return respond(await groups.swap_rates(session, request.match_info["id"]))
 
 
+@operation(
+    "Reassign account to a different group",
+    tags=["Accounts"],
+    body=REASSIGN_SCHEMA,
+    path={"login": {"type": "integer"}},
+    security="staff:manage_groups",
+)
 async def reassign_account(request: web.Request) -> web.Response:
     """Move an account to another group; open positions keep their snapshotted terms."""
     require_staff(request, "manage_groups")
-    try:
-        login = int(request.match_info["login"])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
-        ) from exc
+    login = validation.path_int(request, "login")
     data = await validation.body(request, REASSIGN_SCHEMA)
     kernel = request.app[KERNEL]
     async with kernel.db.transaction() as session:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.middlewares import IDEMPOTENCY_STATS
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.runtime import Kernel
 
 if TYPE_CHECKING:
@@ -55,11 +56,22 @@ async def gateway_status(app: web.Application) -> dict[str, Any]:
     }
 
 
+@operation(
+    "Gateway health check",
+    tags=["Gateway"],
+    responses={200: "Healthy", 503: "Degraded: the database, Redis or the RBAC cache"},
+    security="public",
+)
 async def health(request: web.Request) -> web.Response:
     status = await gateway_status(request.app)
     return respond(status, status=200 if status["status"] == "ok" else 503)
 
 
+@operation(
+    "Aggregated health check for all services",
+    tags=["Gateway"],
+    security="public",
+)
 async def health_all(request: web.Request) -> web.Response:
     """Aggregated component health; ``degraded`` when any component is down."""
     kernel = request.app[KERNEL]

@@ -29,6 +29,7 @@ from brokerkernel.api.auth import require_staff
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.api.validation import decimal_schema
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.storage.models import Instrument
@@ -84,18 +85,7 @@ INSTRUMENT_PROPERTIES: dict[str, Any] = {
 }
 CREATE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": [
-        "symbol",
-        "category",
-        "asset_class",
-        "calc_mode",
-        "base_currency",
-        "quote_currency",
-        "digits",
-        "pip_size",
-        "contract_size",
-        "margin_rate",
-    ],
+    "required": list(instruments.INSTRUMENT_REQUIRED),
     "properties": INSTRUMENT_PROPERTIES,
     "additionalProperties": False,
 }
@@ -175,6 +165,12 @@ def _listing(kernel: Kernel, rows: list[Instrument]) -> list[dict[str, Any]]:
     return [instrument_json(i, kernel.quotes.get(i.symbol)) for i in rows]
 
 
+@operation(
+    "List all active instruments",
+    tags=["Instruments"],
+    query={"type": "object", "properties": {"group_by": {"type": "string"}}},
+    security="public",
+)
 async def list_instruments(request: web.Request) -> web.Response:
     """Active instruments with their last quote; ``group_by=asset_class`` groups them
     into ``{asset_class: [instrument, ...]}``."""
@@ -193,6 +189,11 @@ async def list_instruments(request: web.Request) -> web.Response:
     return respond(grouped)
 
 
+@operation(
+    "List active asset classes",
+    tags=["Instruments"],
+    security="public",
+)
 async def asset_classes(request: web.Request) -> web.Response:
     """Asset classes of the active instruments, for front-end tabs:
     ``[{"asset_class": ..., "count": n}]`` sorted by name."""
@@ -202,6 +203,11 @@ async def asset_classes(request: web.Request) -> web.Response:
     return respond([{"asset_class": name, "count": counts[name]} for name in sorted(counts)])
 
 
+@operation(
+    "Get single instrument",
+    tags=["Instruments"],
+    security="public",
+)
 async def get_instrument(request: web.Request) -> web.Response:
     """One active instrument; 404 ``Instrument {symbol} not found``."""
     kernel = request.app[KERNEL]
@@ -212,6 +218,11 @@ async def get_instrument(request: web.Request) -> web.Response:
     return respond(_listing(kernel, rows)[0])
 
 
+@operation(
+    "List broker-enabled instruments",
+    tags=["Instruments"],
+    security="public",
+)
 async def available_instruments(request: web.Request) -> web.Response:
     """Instruments enabled at broker level and active in the catalog (trading UI)."""
     kernel = request.app[KERNEL]
@@ -221,6 +232,11 @@ async def available_instruments(request: web.Request) -> web.Response:
     return respond(_listing(kernel, rows))
 
 
+@operation(
+    "List broker-level instrument config",
+    tags=["Instruments"],
+    security="staff:manage_instruments",
+)
 async def broker_instruments(request: web.Request) -> web.Response:
     """Every instrument with its broker-level configuration (inactive ones too)."""
     require_staff(request, "manage_instruments")
@@ -228,6 +244,13 @@ async def broker_instruments(request: web.Request) -> web.Response:
     return respond(_listing(kernel, await _instruments(kernel)))
 
 
+@operation(
+    "Add a new instrument",
+    tags=["Instruments"],
+    body=CREATE_SCHEMA,
+    responses={201: "Created"},
+    security="staff:manage_instruments",
+)
 async def create_instrument(request: web.Request) -> web.Response:
     """Add an instrument (201); 409 ``Symbol already exists``; 422 field errors."""
     require_staff(request, "manage_instruments")
@@ -238,6 +261,12 @@ async def create_instrument(request: web.Request) -> web.Response:
     return respond(instrument_json(instrument, kernel.quotes.get(instrument.symbol)), status=201)
 
 
+@operation(
+    "Update broker-level instrument config",
+    tags=["Instruments"],
+    body=UPDATE_SCHEMA,
+    security="staff:manage_instruments",
+)
 async def update_instrument(request: web.Request) -> web.Response:
     """Update broker-level config (``is_enabled``, ``tradeability`` close_only or null)
     and any other catalog field; 404 unknown symbol; 422 field errors."""

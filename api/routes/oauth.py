@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.identity.partners import OAuthError
 
 if TYPE_CHECKING:
@@ -27,6 +28,34 @@ if TYPE_CHECKING:
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: The token request's form fields (documentation; the handler checks them itself).
+TOKEN_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"const": "client_credentials"},
+        "client_id": {"type": "string", "description": "client_secret_post only"},
+        "client_secret": {"type": "string", "description": "client_secret_post only"},
+        "scope": {"type": "string", "description": "Space-separated subset of the client's"},
+    },
+}
+TOKEN_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "description": "An access token (RFC 6749 section 5.1)",
+    "required": ["access_token", "token_type", "expires_in", "scope"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer", "description": "seconds"},
+        "scope": {"type": "string"},
+    },
+}
+OAUTH_ERROR: dict[str, Any] = {
+    "type": "object",
+    "description": "An OAuth2 error (RFC 6749 section 5.2)",
+    "required": ["error", "error_description"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
 
 
 def _basic(header: str) -> tuple[str, str] | None:
@@ -45,6 +74,18 @@ def _basic(header: str) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+@operation(
+    "Partner access token (OAuth2 client credentials)",
+    tags=["Partners"],
+    body=TOKEN_FORM,
+    body_type="application/x-www-form-urlencoded",
+    responses={
+        200: TOKEN_RESPONSE,
+        400: OAUTH_ERROR,
+        401: {**OAUTH_ERROR, "description": "invalid_client (RFC 6749 section 5.2)"},
+    },
+    security="public",
+)
 async def token(request: web.Request) -> web.Response:
     """The client-credentials grant (see the module docstring)."""
     basic_used = False

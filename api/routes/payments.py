@@ -23,7 +23,8 @@ from brokerkernel.api.auth import principal, require_staff
 from brokerkernel.api.errors import ApiError, forbidden, not_found
 from brokerkernel.api.jsonio import loads, respond
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.api.routes.backoffice import MONEY, OPTIONAL_MONEY, UUID_PATTERN
+from brokerkernel.api.openapi import operation
+from brokerkernel.api.routes.backoffice import MONEY, OPTIONAL_MONEY, path_uuid
 from brokerkernel.kernel.descriptors import CallbackRejected, GatewayError, PaymentUpdate
 from brokerkernel.kernel.money import approvals
 from brokerkernel.kernel.money.models import PaymentRoute, WithdrawalApprovalRule
@@ -122,6 +123,11 @@ def _country(request: web.Request) -> str:
 # --- routing and gateways (section 9) -----------------------------------------------
 
 
+@operation(
+    "List available payment gateways",
+    tags=["Payment Routing & BridgerPay"],
+    security="staff:view_customers",
+)
 async def available_gateways(request: web.Request) -> web.Response:
     require_staff(request, "view_customers")
     return respond(
@@ -138,11 +144,23 @@ async def available_gateways(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "List payment routing rules",
+    tags=["Payment Routing & BridgerPay"],
+    security="staff:view_customers",
+)
 async def list_routing(request: web.Request) -> web.Response:
     require_staff(request, "view_customers")
     return respond([_route_json(r) for r in await request.app[KERNEL].payments.list_routes()])
 
 
+@operation(
+    "Create or update country routing",
+    tags=["Payment Routing & BridgerPay"],
+    body=ROUTE_SCHEMA,
+    responses={200: "Replaced", 201: "Created"},
+    security="staff:manage_payment_routing",
+)
 async def put_routing(request: web.Request) -> web.Response:
     """Create (201) or replace (200) a country's routing; 422 for gateways that are not
     enabled or cannot process that direction."""
@@ -159,12 +177,24 @@ async def put_routing(request: web.Request) -> web.Response:
     return respond(_route_json(route), status=201 if created else 200)
 
 
+@operation(
+    "Delete country routing",
+    tags=["Payment Routing & BridgerPay"],
+    responses={204: "No Content"},
+    security="staff:manage_payment_routing",
+)
 async def delete_routing(request: web.Request) -> web.Response:
     require_staff(request, "manage_payment_routing")
     await request.app[KERNEL].payments.delete_route(_country(request))
     return web.Response(status=204)
 
 
+@operation(
+    "Resolve payment gateway for country",
+    tags=["Payment Routing & BridgerPay"],
+    query=RESOLVE_SCHEMA,
+    security="public",
+)
 async def resolve_gateway(request: web.Request) -> web.Response:
     """Public: the gateway for ``country`` and ``direction`` (default deposit), its
     type and the public values its cashier front end needs."""
@@ -214,6 +244,13 @@ async def open_cashier_session(request: web.Request, gateway: str | None) -> Ope
     )
 
 
+@operation(
+    "Create a cashier session with the routed gateway",
+    tags=["Payment Routing & BridgerPay"],
+    body=SESSION_SCHEMA,
+    responses={201: "Created", 404: "No gateway routed", 502: "The gateway failed"},
+    security="customer",
+)
 async def cashier_session(request: web.Request) -> web.Response:
     """Open a deposit or withdrawal session at the routed gateway (201)."""
     opened = await open_cashier_session(request, None)
@@ -251,6 +288,17 @@ def _outcome_response(outcome: CallbackOutcome) -> web.Response:
     )
 
 
+@operation(
+    "Provider payment callback (internal)",
+    tags=["Transactions"],
+    body=CALLBACK_SCHEMA,
+    responses={
+        401: "Bad Standard Webhooks signature",
+        404: "Transaction not found (or no callback secret configured)",
+        409: "Conflicts with the transaction's state",
+    },
+    security="public",
+)
 async def payment_callback(request: web.Request) -> web.Response:
     """The provider-agnostic callback of an external integration service (seed
     section 8), signed with Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
@@ -289,6 +337,16 @@ def gateway_webhook(name: str) -> Handler:
     the provider fails, so the provider retries), the kernel applies the update, and
     the gateway's acknowledgement is the answer (also to a replay: it moves nothing)."""
 
+    @operation(
+        f"{name} payment webhook",
+        tags=["Payment Routing & BridgerPay"],
+        responses={
+            200: "The gateway's acknowledgement",
+            400: "Rejected by the gateway (bad signature or payload)",
+            502: "Confirming with the provider failed: the provider retries",
+        },
+        security="public",
+    )
     async def handler(request: web.Request) -> web.StreamResponse:
         kernel = request.app[KERNEL]
         enabled = kernel.payments.gateway(name)
@@ -307,6 +365,14 @@ def gateway_webhook(name: str) -> Handler:
     return handler
 
 
+def add_gateway_webhook(app: web.Application, name: str, *aliases: str) -> None:
+    """Route ``POST /integrations/webhooks/{name}`` and each of the ``aliases`` paths
+    to :func:`gateway_webhook` of gateway ``name`` (a connector's route setup)."""
+    handler = gateway_webhook(name)
+    for path in (f"/integrations/webhooks/{name}", *aliases):
+        app.router.add_post(path, handler)
+
+
 # --- withdrawal approval rules (section 10) ------------------------------------------
 
 
@@ -320,15 +386,11 @@ def _rule_input(data: dict[str, Any]) -> approvals.RuleInput:
     )
 
 
-def _rule_id(request: web.Request) -> str:
-    rule_id = request.match_info["rule_id"]
-    if not re.fullmatch(UUID_PATTERN, rule_id):
-        raise ApiError(
-            422, [{"loc": ["path", "rule_id"], "msg": "must be a UUID", "type": "format"}]
-        )
-    return rule_id
-
-
+@operation(
+    "List withdrawal approval rules",
+    tags=["Withdrawal Approval Rules"],
+    security="staff:approve_deposits",
+)
 async def list_rules(request: web.Request) -> web.Response:
     require_staff(request, "approve_deposits")
     async with request.app[KERNEL].db.read() as session:
@@ -336,6 +398,13 @@ async def list_rules(request: web.Request) -> web.Response:
     return respond([_rule_json(rule) for rule in rules])
 
 
+@operation(
+    "Create a withdrawal approval rule",
+    tags=["Withdrawal Approval Rules"],
+    body=RULE_SCHEMA,
+    responses={201: "Created"},
+    security="staff:manage_broker_config",
+)
 async def create_rule(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
     data = await validation.body(request, RULE_SCHEMA)
@@ -345,9 +414,15 @@ async def create_rule(request: web.Request) -> web.Response:
     return respond(_rule_json(rule), status=201)
 
 
+@operation(
+    "Update a withdrawal approval rule",
+    tags=["Withdrawal Approval Rules"],
+    body=RULE_SCHEMA,
+    security="staff:manage_broker_config",
+)
 async def update_rule(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
-    rule_id = _rule_id(request)
+    rule_id = path_uuid(request, "rule_id")
     data = await validation.body(request, RULE_SCHEMA)
     kernel = request.app[KERNEL]
     async with kernel.db.transaction() as session:
@@ -355,9 +430,15 @@ async def update_rule(request: web.Request) -> web.Response:
     return respond(_rule_json(rule))
 
 
+@operation(
+    "Delete a withdrawal approval rule",
+    tags=["Withdrawal Approval Rules"],
+    responses={204: "No Content"},
+    security="staff:manage_broker_config",
+)
 async def delete_rule(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
-    rule_id = _rule_id(request)
+    rule_id = path_uuid(request, "rule_id")
     kernel = request.app[KERNEL]
     async with kernel.db.transaction() as session:
         await approvals.deactivate_rule(session, rule_id, kernel.clock.now())

@@ -22,6 +22,7 @@ from brokerkernel.api.auth import require_staff
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import loads, respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.marketdata import bars as bar_store
 from brokerkernel.kernel.marketdata.bars import TIMEFRAMES, utc_ms
 from brokerkernel.kernel.marketdata.health import freshness, list_outages
@@ -89,6 +90,11 @@ def _query_errors(request: web.Request, check: Any, *args: Any, **kwargs: Any) -
 # --- latest prices -----------------------------------------------------------------------
 
 
+@operation(
+    "Get all latest prices",
+    tags=["Prices"],
+    security="public",
+)
 async def all_prices(request: web.Request) -> web.Response:
     """Every active symbol's cached price (seed: ``{"prices": [...], "count": n}``)."""
     kernel = request.app[KERNEL]
@@ -102,6 +108,11 @@ async def all_prices(request: web.Request) -> web.Response:
     return respond({"prices": prices, "count": len(prices)})
 
 
+@operation(
+    "Get single symbol price",
+    tags=["Prices"],
+    security="public",
+)
 async def one_price(request: web.Request) -> web.Response:
     """One symbol; 404 when it is inactive or its price expired (TTL 60 s)."""
     kernel = request.app[KERNEL]
@@ -136,6 +147,28 @@ def _time_query(request: web.Request, name: str, errors: list[dict[str, Any]]) -
     return utc_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
+@operation(
+    "OHLC bars for charting",
+    tags=["Prices"],
+    query={
+        "type": "object",
+        "required": ["symbol"],
+        "properties": {
+            "symbol": {"type": "string"},
+            "timeframe": {"enum": list(TIMEFRAMES), "default": "M1"},
+            "from": {"type": "string", "description": "ISO 8601 or UNIX seconds (inclusive)"},
+            "to": {"type": "string", "description": "ISO 8601 or UNIX seconds (inclusive)"},
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "default": HISTORY_LIMIT[0],
+                "maximum": HISTORY_LIMIT[1],
+            },
+        },
+    },
+    responses={404: "Unknown symbol"},
+    security="public",
+)
 async def price_history(request: web.Request) -> web.Response:
     """OHLC bars for charting (seed section 14); query ``symbol`` (required),
     ``timeframe`` (M1 default), ``from``/``to`` (inclusive bounds on the bar's open
@@ -218,6 +251,11 @@ async def _used_currencies(kernel: Kernel) -> set[str]:
     return currencies
 
 
+@operation(
+    "Get all USD-based FX rates",
+    tags=["Prices"],
+    security="public",
+)
 async def fx_rates(request: web.Request) -> web.Response:
     """USD-based rates (units per 1 USD, mid prices) of every currency the instruments,
     groups and accounts use, derived live from the feed's pairs: direct, inverted, or
@@ -237,6 +275,11 @@ async def fx_rates(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Get single currency FX rate",
+    tags=["Prices"],
+    security="public",
+)
 async def fx_rate(request: web.Request) -> web.Response:
     """One currency's USD-based rate; 422 for a malformed code, 404 when no quote
     reaches it."""
@@ -263,6 +306,11 @@ async def fx_rate(request: web.Request) -> web.Response:
 # --- health, outages, providers, symbols ---------------------------------------------------
 
 
+@operation(
+    "Per-symbol price freshness check",
+    tags=["Prices"],
+    security="public",
+)
 async def price_health(request: web.Request) -> web.Response:
     """Per-symbol freshness against ``stale_threshold_ms`` (seed section 14)."""
     kernel = request.app[KERNEL]
@@ -284,6 +332,23 @@ def outage_json(row: PriceOutage) -> dict[str, Any]:
     }
 
 
+@operation(
+    "Historical price outage log",
+    tags=["Prices"],
+    query={
+        "type": "object",
+        "properties": {
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "default": OUTAGES_LIMIT[0],
+                "maximum": OUTAGES_LIMIT[1],
+            },
+            "symbol": {"type": "string"},
+        },
+    },
+    security="staff:view_audit",
+)
 async def price_outages(request: web.Request) -> web.Response:
     """The outage log, newest first (``view_audit``); ``symbol`` filters exactly,
     ``limit`` 50 by default, at most 500."""
@@ -299,6 +364,11 @@ async def price_outages(request: web.Request) -> web.Response:
     return respond({"outages": [outage_json(row) for row in rows], "count": len(rows)})
 
 
+@operation(
+    "List price providers",
+    tags=["Prices"],
+    security="public",
+)
 async def providers(request: web.Request) -> web.Response:
     """The configured price feeds: ``name``, the ``plugin`` that registered it,
     ``drives_clock``, ``symbols``, ``last_tick_ms`` (its newest quote, UTC ms) and
@@ -328,6 +398,11 @@ async def providers(request: web.Request) -> web.Response:
     return respond({"providers": items, "count": len(items)})
 
 
+@operation(
+    "List all price symbols",
+    tags=["Prices"],
+    security="public",
+)
 async def symbols(request: web.Request) -> web.Response:
     """Every active symbol in the price feed: ``symbol``, ``provider`` (the feed
     quoting it, else the provider of its last quote), ``stale_threshold_ms`` and

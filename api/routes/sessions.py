@@ -15,6 +15,7 @@ from brokerkernel.api import validation
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.middlewares import client_ip
+from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.identity.service import Client
 
 if TYPE_CHECKING:
@@ -47,6 +48,12 @@ def login_client(request: web.Request) -> Client:
     return Client(device=request.headers.get("User-Agent"), ip=client_ip(request))
 
 
+@operation(
+    "Broker staff login",
+    tags=["Authentication"],
+    body=LOGIN_SCHEMA,
+    security="public",
+)
 async def staff_login(request: web.Request) -> web.Response:
     """Staff login: tokens and ``user``; 401 wrong credentials or 2FA code, 403 disabled."""
     data = await validation.body(request, LOGIN_SCHEMA)
@@ -57,6 +64,12 @@ async def staff_login(request: web.Request) -> web.Response:
     return respond(body)
 
 
+@operation(
+    "Customer (trader) login",
+    tags=["Authentication"],
+    body=CUSTOMER_LOGIN_SCHEMA,
+    security="public",
+)
 async def customer_login(request: web.Request) -> web.Response:
     """Trader login: tokens and ``customer``; 401 wrong credentials, 403 disabled."""
     data = await validation.body(request, CUSTOMER_LOGIN_SCHEMA)
@@ -66,6 +79,12 @@ async def customer_login(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Refresh access token",
+    tags=["Authentication"],
+    body=REFRESH_SCHEMA,
+    security="public",
+)
 async def refresh(request: web.Request) -> web.Response:
     """Exchange a refresh token (staff and customers) for a new access token and the
     next refresh token; 401 when invalid, expired, revoked or reused."""

@@ -55,6 +55,7 @@ from brokerkernel.api.live import (
     state_event,
 )
 from brokerkernel.api.middlewares import REQUEST_ID, REQUEST_ID_KEY
+from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.prices import is_servable, normalise_symbol
 
 if TYPE_CHECKING:
@@ -120,6 +121,19 @@ def _connect_query(request: web.Request) -> tuple[list[str], float | None]:
     return symbols, rate
 
 
+@operation(
+    "WebSocket price streaming",
+    tags=["Prices"],
+    query={
+        "type": "object",
+        "properties": {
+            "symbols": {"type": "string", "description": "Comma-separated symbols"},
+            "max_rate_hz": {"type": "number", "exclusiveMinimum": 0},
+        },
+    },
+    responses={101: "Switching Protocols: the WebSocket price stream"},
+    security="public",
+)
 async def price_socket(request: web.Request) -> web.StreamResponse:
     """The WebSocket price stream (protocol in the module docstring)."""
     hub = request.app[PRICE_HUB]
@@ -253,14 +267,25 @@ def _stream_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
+@operation(
+    "Live account state via Server-Sent Events",
+    tags=["Account SSE Stream"],
+    query={
+        "type": "object",
+        "properties": {
+            "access_token": {
+                "type": "string",
+                "description": "The bearer token, for EventSource clients without headers",
+            }
+        },
+    },
+    path={"login": {"type": "integer"}},
+    responses={200: "text/event-stream of account state events", 404: "Account not found"},
+    security=("customer", "staff:view_customers"),
+)
 async def account_stream(request: web.Request) -> web.StreamResponse:
     """Live account state as Server-Sent Events (seed section 32)."""
-    try:
-        login = int(request.match_info["login"])
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]
-        ) from exc
+    login = validation.path_int(request, "login")
     await _authenticate_query_token(request)
     require_account_access(request, login, "view_customers")
     kernel = request.app[KERNEL]

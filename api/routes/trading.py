@@ -8,9 +8,10 @@ account's mode (hedging/netting) needs ``manage_groups``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import select
@@ -20,7 +21,8 @@ from brokerkernel.api.auth import require_account_access, require_staff
 from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.api.routes.crm import login_query, path_int, position_json
+from brokerkernel.api.openapi import operation
+from brokerkernel.api.routes.crm import orders_login, position_json
 from brokerkernel.kernel.trading.models import (
     PENDING_STATUSES,
     AuditLogEntry,
@@ -109,6 +111,12 @@ AUDIT_FIELDS = (
     "created_at",
 )
 
+#: ``limit`` of the stop-out events and of the audit log: (default, largest).
+STOPOUT_PAGE = (50, 500)
+AUDIT_PAGE = (100, 1000)
+#: A log table listed newest first (:func:`_newest_first`).
+Row = TypeVar("Row", StopoutEvent, AuditLogEntry)
+
 
 def pending_json(order: PendingState | PendingOrder) -> dict[str, Any]:
     """A pending order as the API shows it (``order_id`` is its ticket)."""
@@ -143,6 +151,13 @@ def _price(value: Any) -> Decimal | None:
     return None if amount == 0 else amount
 
 
+@operation(
+    "Place a pending order",
+    tags=["Pending Orders"],
+    body=PENDING_SCHEMA,
+    responses={201: "Created"},
+    security=("customer", "staff:view_orders"),
+)
 async def place_pending(request: web.Request) -> web.Response:
     """Place a pending order (seed section 12); 201 with the order."""
     data = await validation.body(request, PENDING_SCHEMA)
@@ -164,22 +179,16 @@ async def place_pending(request: web.Request) -> web.Response:
     return respond(pending_json(order), status=201)
 
 
+@operation(
+    "List pending orders",
+    tags=["Pending Orders"],
+    query={"type": "object", "properties": {"status": {"type": "string"}}},
+    security=("customer", "staff:view_orders"),
+)
 async def list_pending(request: web.Request) -> web.Response:
     """Pending orders of ``login``, newest first; ``status`` filters (e.g. ``active``)."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    status = request.query.get("status")
-    if status is not None and status not in PENDING_STATUSES:
-        raise ApiError(
-            422,
-            [
-                {
-                    "loc": ["query", "status"],
-                    "msg": f"must be one of {', '.join(PENDING_STATUSES)}",
-                    "type": "enum",
-                }
-            ],
-        )
+    login = orders_login(request)
+    status = validation.query_enum(request, "status", PENDING_STATUSES)
     query = select(PendingOrder).where(PendingOrder.login == login)
     if status is not None:
         query = query.where(PendingOrder.status == status)
@@ -188,11 +197,17 @@ async def list_pending(request: web.Request) -> web.Response:
     return respond([pending_json(row) for row in rows])
 
 
+@operation(
+    "Modify a pending order",
+    tags=["Pending Orders"],
+    body=MODIFY_PENDING_SCHEMA,
+    path={"order_id": {"type": "integer"}},
+    security=("customer", "staff:view_orders"),
+)
 async def modify_pending(request: web.Request) -> web.Response:
     """Modify an active pending order (``sl``/``tp`` 0 removes them)."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    order_id = path_int(request, "order_id")
+    login = orders_login(request)
+    order_id = validation.path_int(request, "order_id")
     data = await validation.body(request, MODIFY_PENDING_SCHEMA)
     fields = {
         name: Decimal(data[name]) if name in data else UNSET
@@ -202,19 +217,31 @@ async def modify_pending(request: web.Request) -> web.Response:
     return respond(pending_json(order))
 
 
+@operation(
+    "Cancel a pending order",
+    tags=["Pending Orders"],
+    path={"order_id": {"type": "integer"}},
+    security=("customer", "staff:view_orders"),
+)
 async def cancel_pending(request: web.Request) -> web.Response:
     """Cancel an active pending order; answers the cancelled order."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    order = await request.app[KERNEL].trading.cancel_pending(login, path_int(request, "order_id"))
+    login = orders_login(request)
+    order_id = validation.path_int(request, "order_id")
+    order = await request.app[KERNEL].trading.cancel_pending(login, order_id)
     return respond(pending_json(order))
 
 
+@operation(
+    "Modify stop-loss / take-profit",
+    tags=["Orders (Trading)"],
+    body=SLTP_SCHEMA,
+    path={"ticket": {"type": "integer"}},
+    security=("customer", "staff:view_orders"),
+)
 async def modify_sltp(request: web.Request) -> web.Response:
     """Set, change or remove (0) a position's stop-loss / take-profit (seed section 11)."""
-    login = login_query(request)
-    require_account_access(request, login, "view_orders")
-    ticket = path_int(request, "ticket")
+    login = orders_login(request)
+    ticket = validation.path_int(request, "ticket")
     data = await validation.body(request, SLTP_SCHEMA)
     kernel = request.app[KERNEL]
     position = await kernel.trading.modify_stops(
@@ -228,56 +255,84 @@ async def modify_sltp(request: web.Request) -> web.Response:
     return respond(position_json(kernel, position, account.currency))
 
 
+@operation(
+    "Set an account position mode (netting/hedging)",
+    tags=["Accounts"],
+    body=MODE_SCHEMA,
+    path={"login": {"type": "integer"}},
+    security="staff:manage_groups",
+)
 async def set_mode(request: web.Request) -> web.Response:
     """Switch an account between ``hedging`` and ``netting`` (no positions or orders)."""
     require_staff(request, "manage_groups")
-    login = path_int(request, "login")
+    login = validation.path_int(request, "login")
     data = await validation.body(request, MODE_SCHEMA)
     mode = await request.app[KERNEL].trading.set_account_mode(login, data["account_mode"])
     return respond({"login": login, "account_mode": mode})
 
 
-def _login_filter(request: web.Request) -> int | None:
-    return validation.query_int(request, "login", minimum=1)
+def _page_query(page: tuple[int, int]) -> dict[str, Any]:
+    """OpenAPI ``query`` of a log listing (:func:`_newest_first`): an optional
+    ``login`` filter and ``limit`` / ``offset`` paging (``page``: the default and the
+    largest ``limit``)."""
+    default, largest = page
+    return {
+        "type": "object",
+        "properties": {
+            "login": {"type": "integer", "minimum": 1},
+            "limit": {"type": "integer", "default": default, "minimum": 1, "maximum": largest},
+            "offset": {"type": "integer", "default": 0, "minimum": 0},
+        },
+    }
 
 
+async def _newest_first(
+    request: web.Request, model: type[Row], page: tuple[int, int], *filters: str
+) -> Sequence[Row]:
+    """One page of ``model`` rows, newest (highest id) first, for the query parameters
+    of :func:`_page_query` plus exact-match ``filters`` (column names; empty ignored);
+    422 for a malformed or out-of-range ``login``/``limit``/``offset``."""
+    default, largest = page
+    login = validation.query_int(request, "login", minimum=1)
+    size = validation.query_int(request, "limit", default=default, minimum=1, maximum=largest)
+    offset = validation.query_int(request, "offset", default=0, minimum=0)
+    query = select(model)
+    if login is not None:
+        query = query.where(model.login == login)
+    for name in filters:
+        value = request.query.get(name)
+        if value:
+            query = query.where(getattr(model, name) == value)
+    async with request.app[KERNEL].db.read() as session:
+        return (
+            await session.scalars(query.order_by(model.id.desc()).limit(size).offset(offset))
+        ).all()
+
+
+@operation(
+    "List recent stopout force-close events",
+    tags=["Stopout Events & Audit Log"],
+    query=_page_query(STOPOUT_PAGE),
+    security="staff:view_audit",
+)
 async def stopout_events(request: web.Request) -> web.Response:
     """Recent stop-out force-closes, newest first (seed section 31)."""
     require_staff(request, "view_audit")
-    login = _login_filter(request)
-    limit = validation.query_int(request, "limit", default=50, minimum=1, maximum=500)
-    offset = validation.query_int(request, "offset", default=0, minimum=0)
-    query = select(StopoutEvent)
-    if login is not None:
-        query = query.where(StopoutEvent.login == login)
-    async with request.app[KERNEL].db.read() as session:
-        rows = (
-            await session.scalars(
-                query.order_by(StopoutEvent.id.desc()).limit(limit).offset(offset)
-            )
-        ).all()
+    rows = await _newest_first(request, StopoutEvent, STOPOUT_PAGE)
     return respond([{name: getattr(row, name) for name in STOPOUT_FIELDS} for row in rows])
 
 
+@operation(
+    "Immutable audit trail of financial state changes",
+    tags=["Stopout Events & Audit Log"],
+    query=_page_query(AUDIT_PAGE),
+    security="staff:view_audit",
+)
 async def audit_log(request: web.Request) -> web.Response:
     """The immutable audit trail of financial state changes, newest first (section 31)."""
     require_staff(request, "view_audit")
-    login = _login_filter(request)
-    limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    offset = validation.query_int(request, "offset", default=0, minimum=0)
-    query = select(AuditLogEntry)
-    if login is not None:
-        query = query.where(AuditLogEntry.login == login)
-    for name in ("entity_type", "entity_id", "action"):
-        value = request.query.get(name)
-        if value:
-            query = query.where(getattr(AuditLogEntry, name) == value)
-    async with request.app[KERNEL].db.read() as session:
-        rows = (
-            await session.scalars(
-                query.order_by(AuditLogEntry.id.desc()).limit(limit).offset(offset)
-            )
-        ).all()
+    filters = ("entity_type", "entity_id", "action")
+    rows = await _newest_first(request, AuditLogEntry, AUDIT_PAGE, *filters)
     entries = []
     for row in rows:
         entry = {name: getattr(row, name) for name in AUDIT_FIELDS}

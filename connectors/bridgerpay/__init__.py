@@ -25,7 +25,12 @@ from typing import Any
 from aiohttp import web
 
 from brokerkernel.api.jsonio import respond
-from brokerkernel.api.routes.payments import gateway_webhook, open_cashier_session
+from brokerkernel.api.openapi import operation
+from brokerkernel.api.routes.payments import (
+    SESSION_SCHEMA,
+    add_gateway_webhook,
+    open_cashier_session,
+)
 from brokerkernel.connectors.bridgerpay.client import BridgerPayGateway
 from brokerkernel.kernel.descriptors import HttpRoutes, PaymentGateway
 from brokerkernel.kernel.hookspecs import hookimpl
@@ -66,6 +71,13 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
+@operation(
+    "Create BridgerPay cashier session",
+    tags=["Payment Routing & BridgerPay"],
+    body=SESSION_SCHEMA,
+    responses={201: "Created", 502: "BridgerPay failed"},
+    security="customer",
+)
 async def session(request: web.Request) -> web.Response:
     """Create a BridgerPay cashier session (seed section 9): a PENDING deposit and the
     cashier token for the iframe."""
@@ -83,7 +95,7 @@ async def session(request: web.Request) -> web.Response:
 
 def _routes(app: web.Application, _kernel: Any) -> None:
     app.router.add_post("/payments/bridgerpay/session", session)
-    app.router.add_post("/integrations/webhooks/bridgerpay", gateway_webhook("bridgerpay"))
+    add_gateway_webhook(app, "bridgerpay")
 
 
 @hookimpl

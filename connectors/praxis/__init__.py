@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from brokerkernel.api.routes.payments import gateway_webhook
+from brokerkernel.api.routes.payments import add_gateway_webhook
 from brokerkernel.connectors.praxis.client import PraxisGateway
 from brokerkernel.kernel.descriptors import HttpRoutes, PaymentGateway
 from brokerkernel.kernel.hookspecs import hookimpl
@@ -80,9 +80,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 
 
 def _routes(app: web.Application, _kernel: Any) -> None:
-    handler = gateway_webhook("praxis")
-    app.router.add_post("/webhooks/praxis", handler)
-    app.router.add_post("/integrations/webhooks/praxis", handler)
+    add_gateway_webhook(app, "praxis", "/webhooks/praxis")
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from brokerkernel.api.routes.payments import gateway_webhook
+from brokerkernel.api.routes.payments import add_gateway_webhook
 from brokerkernel.connectors.stripe.client import StripeGateway
 from brokerkernel.kernel.descriptors import HttpRoutes, PaymentGateway
 from brokerkernel.kernel.hookspecs import hookimpl
@@ -55,7 +55,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 
 
 def _routes(app: web.Application, _kernel: Any) -> None:
-    app.router.add_post("/integrations/webhooks/stripe", gateway_webhook("stripe"))
+    add_gateway_webhook(app, "stripe")
 
 
 @hookimpl

@@ -97,43 +97,44 @@ class StripeGateway:
     async def create_session(self, request: CashierRequest) -> CashierSession:
         """``POST /v1/payment_intents`` (idempotent on the cashier id): the intent's id
         and ``client_secret`` for Stripe Elements."""
+        intent = await self.create_intent(
+            {
+                "amount": to_minor(request.amount, request.currency),
+                "currency": request.currency.lower(),
+                "automatic_payment_methods": {"enabled": True},
+                "receipt_email": request.email,
+                "metadata": {
+                    "cashier_id": request.cashier_id,
+                    "login": str(request.login),
+                    "customer_id": request.customer_id,
+                },
+            },
+            request.cashier_id,
+        )
+        return CashierSession(
+            reference=intent["id"], token=intent["client_secret"], details=self.public_config()
+        )
+
+    async def create_intent(
+        self, params: Mapping[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        """``POST /v1/payment_intents`` with ``params`` (Stripe's create parameters),
+        idempotent on ``idempotency_key``: the intent as a dict (``id``,
+        ``client_secret``, ``status``, ...); GatewayError when Stripe refuses or fails."""
         try:
             intent = await self.client.v1.payment_intents.create_async(
-                {
-                    "amount": to_minor(request.amount, request.currency),
-                    "currency": request.currency.lower(),
-                    "automatic_payment_methods": {"enabled": True},
-                    "receipt_email": request.email,
-                    "metadata": {
-                        "cashier_id": request.cashier_id,
-                        "login": str(request.login),
-                        "customer_id": request.customer_id,
-                    },
-                },
-                {"idempotency_key": request.cashier_id},
+                dict(params),  # type: ignore[arg-type]
+                {"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:
             raise GatewayError(_message(exc)) from exc
-        return CashierSession(
-            reference=intent.id, token=intent.client_secret, details=self.public_config()
-        )
+        document: dict[str, Any] = intent.to_dict()
+        return document
 
     async def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> PaymentUpdate | None:
         """A Stripe event: signature first (on the raw body), then its object."""
-        given = headers.get(HEADER)
-        if not given:
-            raise CallbackRejected(f"missing {HEADER} header")
-        try:
-            stripe.WebhookSignature.verify_header(
-                body.decode(), given, self._webhook_secret, self._tolerance_s
-            )
-        except stripe.SignatureVerificationError as exc:
-            raise CallbackRejected(f"{HEADER}: {exc.user_message or exc}") from exc
-        try:
-            event = json.loads(body)
-            kind, obj = event["type"], event["data"]["object"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CallbackRejected("not a Stripe event") from exc
+        event = self.construct_event(body, headers)
+        kind, obj = event["type"], event["data"]["object"]
         if kind in INTENT_EVENTS:
             return _intent_update(obj)
         if kind in REFUND_EVENTS:
@@ -143,18 +144,45 @@ class StripeGateway:
                 return None
             return PaymentUpdate(cashier_id, status, obj, reference=obj.get("id"))
         if kind == "charge.dispute.created" and obj.get("payment_intent"):
-            intent = await self._retrieve(str(obj["payment_intent"]))
+            intent = await self.retrieve_intent(str(obj["payment_intent"]))
             cashier_id = (intent.get("metadata") or {}).get("cashier_id")
             if not cashier_id:
                 return None
             return PaymentUpdate(cashier_id, "CHARGEBACK", obj, reference=obj.get("id"))
         return None
 
+    def construct_event(
+        self, body: bytes, headers: Mapping[str, str], secret: str | None = None
+    ) -> dict[str, Any]:
+        """The event of a webhook delivery, verified on the raw ``body``: its
+        ``Stripe-Signature`` must match ``secret`` (a ``whsec_`` endpoint secret; this
+        connector's own by default) within ``tolerance_s``. Returns the event dict
+        (``id``, ``type``, ``data.object``); CallbackRejected when the header is
+        missing, no ``v1`` signature matches, the timestamp is stale or the body is
+        not an event."""
+        given = headers.get(HEADER)
+        if not given:
+            raise CallbackRejected(f"missing {HEADER} header")
+        try:
+            stripe.WebhookSignature.verify_header(
+                body.decode(), given, secret or self._webhook_secret, self._tolerance_s
+            )
+        except stripe.SignatureVerificationError as exc:
+            raise CallbackRejected(f"{HEADER}: {exc.user_message or exc}") from exc
+        try:
+            event = json.loads(body)
+            if not isinstance(event["type"], str) or not isinstance(event["data"]["object"], dict):
+                raise TypeError("not an event")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CallbackRejected("not a Stripe event") from exc
+        document: dict[str, Any] = event
+        return document
+
     async def query_status(self, cashier_id: str, reference: str | None) -> PaymentUpdate | None:
         """``GET /v1/payment_intents/{id}`` of the session's intent."""
         if reference is None:
             return None
-        return _intent_update(await self._retrieve(reference))
+        return _intent_update(await self.retrieve_intent(reference))
 
     async def refund(
         self, reference: str, amount: Decimal, currency: str, idempotency_key: str
@@ -184,7 +212,9 @@ class StripeGateway:
     def acknowledge(self) -> WebhookReply:
         return WebhookReply({"received": True})
 
-    async def _retrieve(self, intent_id: str) -> dict[str, Any]:
+    async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+        """``GET /v1/payment_intents/{id}``: the intent as a dict; GatewayError when
+        Stripe refuses or fails."""
         try:
             intent = await self.client.v1.payment_intents.retrieve_async(intent_id)
         except stripe.StripeError as exc:

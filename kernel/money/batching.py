@@ -8,8 +8,9 @@ under way and the next batch is written in one unit of work. That unit locks eve
 account of the batch in login order (``SELECT ... FOR UPDATE``, so concurrent
 batchers and single writers in other processes cannot interleave or deadlock),
 appends each posting through :func:`brokerkernel.kernel.trading.ledger.entry` (deltas,
-running totals, gap-free ``sequence_num``), inserts all rows in one bulk statement and
-commits once.
+running totals, gap-free ``sequence_num``) with its audit-log row
+(:func:`~brokerkernel.kernel.trading.ledger.entry_audit`, as every ledger writer),
+inserts all rows in one bulk statement per table and commits once.
 
 Postings are idempotent: one whose ``idempotency_key`` is already in the ledger (or
 earlier in the same batch) writes nothing and reports ``duplicate``. Should a batch
@@ -32,7 +33,8 @@ from sqlalchemy.exc import IntegrityError
 
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.models import Base, LedgerEvent, TradingAccount
-from brokerkernel.kernel.trading import ledger
+from brokerkernel.kernel.trading import audit, ledger
+from brokerkernel.kernel.trading.models import AuditLogEntry
 
 ZERO = Decimal(0)
 
@@ -41,7 +43,7 @@ ZERO = Decimal(0)
 class Posting:
     """One ledger event to write on account ``login``: deltas in the account currency,
     already rounded to its minor unit; ``event_type`` one of the seed's ledger types
-    (section 7); ``at`` aware UTC."""
+    (section 7); ``at`` aware UTC; ``source`` the service named in its audit row."""
 
     login: int
     event_type: str
@@ -53,6 +55,7 @@ class Posting:
     balance_delta: Decimal = ZERO
     credit_delta: Decimal = ZERO
     margin_delta: Decimal = ZERO
+    source: str = "money-service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class Posted:
 
 _TABLE = Base.metadata.tables[LedgerEvent.__tablename__]
 _COLUMNS = tuple(c.key for c in _TABLE.columns)
+_AUDIT = Base.metadata.tables[AuditLogEntry.__tablename__]
 
 
 class LedgerBatcher:
@@ -164,6 +168,7 @@ class LedgerBatcher:
                 ).all()
             }
             rows = []
+            audits = []
             for posting in postings:
                 earlier = known.get(posting.idempotency_key)
                 account = accounts.get(posting.login)
@@ -172,6 +177,7 @@ class LedgerBatcher:
                 elif account is None:
                     outcomes.append(LookupError(f"Account {posting.login} not found"))
                 else:
+                    before = audit.snapshot(account)
                     row = ledger.entry(
                         account,
                         posting.event_type,
@@ -186,7 +192,9 @@ class LedgerBatcher:
                     )
                     known[posting.idempotency_key] = row
                     rows.append(row)
+                    audits.append(ledger.entry_audit(account, before, row, posting.source))
                     outcomes.append(Posted(row))
-            if rows:  # one multi-row INSERT (Core: no ORM bookkeeping per row)
+            if rows:  # one multi-row INSERT per table (Core: no ORM bookkeeping per row)
                 await session.execute(insert(_TABLE), rows)
+                await session.execute(insert(_AUDIT), audits)
         return outcomes

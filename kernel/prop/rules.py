@@ -27,7 +27,9 @@ current trading day's snapshot and the account's history), it
 
 Limits (``objective = False``) fail the phase on ``breach``; objectives
 (``objective = True``: profit target, minimum trading days, consistency) must all be
-``pass`` for the phase to pass and are ``pending`` until then.
+``pass`` for the phase to pass and are ``pending`` until then. A ``breach`` fails the
+phase whichever rule returns it (``trading_days`` is an objective that also breaches
+when its maximum period or inactivity limit runs out).
 
 Every floor states whether touching it breaches (``inclusive=True``: ``equity <=
 floor``) or only crossing it (``equity < floor``), as DOMAIN.md requires of a plan.
@@ -88,6 +90,7 @@ from zoneinfo import ZoneInfo
 from brokerkernel.kernel.risk.rules import Level, LevelKind
 
 __all__ = [
+    "AUTOMATIC_ORIGINS",
     "AccountView",
     "DaySnapshot",
     "History",
@@ -147,6 +150,9 @@ class PositionView:
     tp: Decimal | None
     profit: Decimal
     opened_at: datetime
+    notional_usd: Decimal = ZERO
+    """The position's notional in USD now (volume x contract size x price, converted);
+    the ``order_limits`` rule's ``max_exposure_usd`` sums it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +227,12 @@ class OrderIntent:
     """An order about to execute (market order, pending order triggering, or a close
     when ``closing`` is True, including SL/TP and stop-out fills): ``side`` +1 buy /
     -1 sell, ``volume`` lots, ``price`` the fill price, ``notional_usd`` its notional
-    in USD, ``at`` market time (UTC)."""
+    in USD, ``at`` market time (UTC).
+
+    ``origin`` says who sent it: ``"trader"`` (a market order or a close the trader
+    sent) or one of :data:`AUTOMATIC_ORIGINS` — ``"pending"`` (a pending order
+    triggering), ``"sl"``, ``"tp"``, ``"stop_out"`` — fills the trader did not send at
+    that moment (see :meth:`PropRule.check_order`)."""
 
     symbol: str
     side: int
@@ -232,6 +243,16 @@ class OrderIntent:
     notional_usd: Decimal
     at: datetime
     closing: bool = False
+    origin: str = "trader"
+
+    @property
+    def automatic(self) -> bool:
+        """True for a fill the trader did not send now (pending trigger, SL, TP, stop-out)."""
+        return self.origin in AUTOMATIC_ORIGINS
+
+
+#: ``OrderIntent.origin`` values of fills the trader did not send at that moment.
+AUTOMATIC_ORIGINS = frozenset({"pending", "sl", "tp", "stop_out"})
 
 
 class PropRule(Protocol):
@@ -253,7 +274,12 @@ class PropRule(Protocol):
 
     def check_order(self, state: RuleInput, order: OrderIntent) -> RuleResult | None:
         """A ``breach`` result refuses the order (its reason is the rejection reason);
-        None lets it through."""
+        None lets it through.
+
+        A ``warn`` result lets it through and flags it (``risk.violation_flagged``).
+        A fill the trader did not send (``order.automatic``: SL, TP, stop-out, pending
+        trigger) cannot be refused: for it a ``breach`` result fails the phase
+        (``account.breached`` with the reason) after the fill, a ``warn`` flags it."""
         ...
 
     def deadlines(self, state: RuleInput) -> Iterable[datetime]:

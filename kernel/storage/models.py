@@ -395,6 +395,9 @@ class OutboxEvent(Base):
 # Identity and access control (teams, permissions, sessions, 2FA, partners) share Base.
 from brokerkernel.kernel.identity import models as _identity_models  # noqa: E402, F401
 
+# The economic calendar (news blackout rules, GET /calendar) shares Base.
+from brokerkernel.kernel.marketdata import calendar as _calendar_models  # noqa: E402, F401
+
 # Market data: OHLC bars and the price outage log.
 from brokerkernel.kernel.marketdata import models as _marketdata_models  # noqa: E402, F401
 

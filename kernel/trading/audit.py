@@ -15,10 +15,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from brokerkernel.kernel.trading.models import AuditLogEntry
-
 ORDER_SERVICE = "order-service"
 RISK_SERVICE = "risk-service"
 SWAP_SERVICE = "swap-service"
@@ -74,33 +70,3 @@ def row(
         "source_service": source,
         "created_at": at,
     }
-
-
-def record(
-    session: AsyncSession,
-    account: AuditedAccount,
-    before: Snapshot,
-    *,
-    entity_type: str,
-    entity_id: str,
-    action: str,
-    details: dict[str, Any],
-    source: str,
-    at: datetime,
-) -> None:
-    """Stage one audit row in ``session`` (writers that use ORM units of work, e.g.
-    deposits: take ``snapshot(account)`` before ``ledger.append``, record after)."""
-    session.add(
-        AuditLogEntry(
-            **row(
-                account,
-                before,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                action=action,
-                details=details,
-                source=source,
-                at=at,
-            )
-        )
-    )

@@ -5,6 +5,7 @@ property, so it is validated with the rest of ``[kernel]``::
 
     [kernel.trading]
     batch_size = 256                  # jobs an order worker commits at once
+    margin_call_interval_s = 300      # an account's margin-call warning repeats at most this often
     rollover_time = "00:00"           # daily swap rollover, local time of ...
     rollover_timezone = "UTC"         # ... this IANA zone (e.g. "EET": MT5 server time)
 """
@@ -22,6 +23,13 @@ _PROPERTIES: Final[dict[str, dict[str, Any]]] = {
         "default": 256,
         "description": "Most queued trading jobs (orders, closes, triggers, swaps) an order "
         "worker runs in one database transaction (group commit).",
+    },
+    "margin_call_interval_s": {
+        "type": "number",
+        "minimum": 0,
+        "default": 300,
+        "description": "Seconds of market time an account's account.margin_call warning "
+        "is not repeated (0: on every crossing of the margin-call level).",
     },
     "rollover_time": {
         "type": "string",

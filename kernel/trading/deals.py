@@ -47,6 +47,7 @@ from brokerkernel.kernel.trading.money import round_money
 from brokerkernel.kernel.trading.state import CMD_NAMES, SIDE, AccountState, OpenPosition
 from brokerkernel.kernel.trading.swaps import settle_swaps
 from brokerkernel.kernel.trading.terms import GroupSettings
+from brokerkernel.kernel.trading.valuation import Valuation
 
 ZERO = Decimal(0)
 MILLION = Decimal(1_000_000)
@@ -325,6 +326,10 @@ async def open_deal(
         fee = commission(env, terms, opening, price, currency)
     except ConversionUnavailable as exc:
         return Rejection(f"No conversion rate: {exc}")
+    if held is not None and closing:
+        rejection = vet_close(env, account, held, closing, price, tx.now_ms, deal.origin)
+        if rejection is not None:
+            return rejection
     if opening:
         reversing = held is not None and close_pricing is not None
         rejection = pre_trade(
@@ -337,6 +342,8 @@ async def open_deal(
             price,
             margin,
             released=held if reversing else None,
+            deal=deal,
+            time_ms=tx.now_ms,
         )
         if rejection is not None:
             return rejection
@@ -374,9 +381,12 @@ def pre_trade(
     price: Decimal,
     margin: Decimal,
     released: OpenPosition | None = None,
+    deal: Deal | None = None,
+    time_ms: int = 0,
 ) -> Rejection | None:
     """The exposure limit and the pre-trade rules for opening ``volume`` lots;
-    ``released`` is a netting position the same deal closes first."""
+    ``released`` is a netting position the same deal closes first; ``deal`` (its
+    SL/TP) and ``time_ms`` (market time) are passed on to the rules."""
     if group.max_exposure is not None:
         legs = [(terms, side, volume)]
         if released is not None:
@@ -401,12 +411,70 @@ def pre_trade(
         price=price,
         required_margin=margin,
         open_positions=len(account.positions) - (1 if released is not None else 0),
+        sl=None if deal is None else deal.sl,
+        tp=None if deal is None else deal.tp,
+        time_ms=time_ms,
+        notional_usd=notional_usd(env.valuation, terms, volume, price),
+        origin=None if deal is None else deal.origin,
     )
     for _name, rule in env.rules:
         rejection = rule.check(check)
         if rejection is not None:
             return rejection
     return None
+
+
+def vet_close(
+    env: Env,
+    account: AccountState,
+    position: OpenPosition,
+    volume: Decimal,
+    price: Decimal,
+    time_ms: int,
+    origin: str | None = None,
+) -> Rejection | None:
+    """The pre-trade rules with ``checks_closes`` on the trader closing ``volume`` lots
+    of ``position`` at ``price`` (a :class:`PreTradeCheck` with ``closing=True``)."""
+    rules = [rule for _name, rule in env.rules if getattr(rule, "checks_closes", False)]
+    if not rules:
+        return None
+    group = env.terms.group(account.group_id)
+    terms = position.terms
+    check = PreTradeCheck(
+        login=account.login,
+        group="" if group is None else group.name,
+        currency=account.currency,
+        leverage=account.leverage,
+        balance=account.balance,
+        credit=account.credit,
+        equity=env.valuation.equity(account),
+        margin_used=account.margin,
+        symbol=terms.symbol,
+        side=-position.side,
+        volume=volume,
+        price=price,
+        required_margin=ZERO,
+        open_positions=len(account.positions),
+        time_ms=time_ms,
+        notional_usd=notional_usd(env.valuation, terms, volume, price),
+        origin=origin,
+        closing=True,
+    )
+    for rule in rules:
+        rejection = rule.check(check)
+        if rejection is not None:
+            return rejection
+    return None
+
+
+def notional_usd(
+    valuation: Valuation, terms: SymbolTerms, volume: Decimal, price: Decimal
+) -> Decimal | None:
+    """Notional of ``volume`` lots at ``price`` in USD (None without a USD rate)."""
+    try:
+        return volume * terms.contract_size * price * valuation.rate(terms.quote_currency, "USD")
+    except ConversionUnavailable:
+        return None
 
 
 def _open_position(

@@ -32,6 +32,19 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 #: Broker-level tradeability; None (tradable) clears it (seed section 15).
 BROKER_TRADEABILITY = ("close_only",)
 
+#: Fields a new instrument must be given (the API's create schema requires them).
+INSTRUMENT_REQUIRED = (
+    "symbol",
+    "category",
+    "asset_class",
+    "calc_mode",
+    "base_currency",
+    "quote_currency",
+    "digits",
+    "pip_size",
+    "contract_size",
+    "margin_rate",
+)
 #: Defaults of the optional fields of a new instrument.
 INSTRUMENT_DEFAULTS: Mapping[str, Any] = {
     "display_name": None,  # the symbol
@@ -123,20 +136,9 @@ def check_instrument(values: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def instrument_values(instrument: Instrument) -> dict[str, Any]:
     """The row's configurable columns (what :func:`check_instrument` reads)."""
-    names = (
-        "symbol",
-        "category",
-        "asset_class",
-        "calc_mode",
-        "base_currency",
-        "quote_currency",
-        "digits",
-        "pip_size",
-        "contract_size",
-        "margin_rate",
-        *INSTRUMENT_DEFAULTS,
-    )
-    return {name: getattr(instrument, name) for name in names}
+    return {
+        name: getattr(instrument, name) for name in (*INSTRUMENT_REQUIRED, *INSTRUMENT_DEFAULTS)
+    }
 
 
 async def create_instrument(

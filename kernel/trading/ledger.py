@@ -7,8 +7,8 @@ per-account ``sequence_num``. The account row must be locked by the caller
 writer), so concurrent writers cannot break the sequence.
 
 Writers that use an ORM unit of work call :func:`append`, which also stages the
-account's audit-log row; bulk writers call :func:`entry` and stage audit rows with
-:func:`brokerkernel.kernel.trading.audit.row`.
+account's audit-log row; bulk writers call :func:`entry` and stage its audit row
+from :func:`entry_audit` (or :func:`brokerkernel.kernel.trading.audit.row`).
 
 This module is also the single place that bumps ``trading_accounts.version``: every
 ledger row does (:func:`entry`), and so does every change to an account's positions
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.storage.models import LedgerEvent, TradingAccount, new_id
 from brokerkernel.kernel.trading import audit
+from brokerkernel.kernel.trading.models import AuditLogEntry
 
 ZERO = Decimal(0)
 
@@ -123,30 +124,38 @@ def append(
     As :func:`entry` (deltas rounded to the currency's minor unit; bumps ``version``).
     """
     before = audit.snapshot(account)
-    event = LedgerEvent(
-        **entry(
-            account,
-            event_type,
-            reference_type=reference_type,
-            reference_id=reference_id,
-            idempotency_key=idempotency_key,
-            description=description,
-            at=at,
-            balance_delta=balance_delta,
-            credit_delta=credit_delta,
-            margin_delta=margin_delta,
-        )
+    values = entry(
+        account,
+        event_type,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        idempotency_key=idempotency_key,
+        description=description,
+        at=at,
+        balance_delta=balance_delta,
+        credit_delta=credit_delta,
+        margin_delta=margin_delta,
     )
+    event = LedgerEvent(**values)
     session.add(event)
-    audit.record(
-        session,
+    session.add(AuditLogEntry(**entry_audit(account, before, values, source)))
+    return event
+
+
+def entry_audit(
+    account: AccountMoney, before: audit.Snapshot, values: dict[str, Any], source: str
+) -> dict[str, Any]:
+    """The audit-log row of the ledger row ``values`` (what :func:`entry` returned;
+    ``before`` taken just before it): seed section 31, entity ``reference_type`` /
+    ``reference_id``, action ``event_type``, balance/credit/margin before and after,
+    details the ledger row's id and description, ``source`` the writer."""
+    return audit.row(
         account,
         before,
-        entity_type=reference_type,
-        entity_id=reference_id,
-        action=event_type,
-        details={"ledger_event_id": event.id, "description": event.description},
+        entity_type=values["reference_type"],
+        entity_id=values["reference_id"],
+        action=values["event_type"],
+        details={"ledger_event_id": values["id"], "description": values["description"]},
         source=source,
-        at=at,
+        at=values["created_at"],
     )
-    return event

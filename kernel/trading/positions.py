@@ -34,6 +34,7 @@ from brokerkernel.kernel.trading.deals import (
     open_deal,
     price_close,
     stage_close,
+    vet_close,
 )
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.instruments import field_error
@@ -63,15 +64,15 @@ class StatusSink:
     """Order request statuses produced by a batch, stored together afterwards
     (one round trip on Redis) under ``order:request:<id>`` for ``ttl_s`` seconds.
 
-    A poll in this process may :meth:`wait` for its request's status instead of
-    polling again (long poll).
+    A request in this process may :meth:`watch` for its status instead of polling
+    again (long poll): the watcher's future gets the stored status (JSON).
     """
 
     def __init__(self, cache: Cache, ttl_s: int) -> None:
         self.cache = cache
         self.ttl_s = ttl_s
         self._pending: dict[str, str] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
 
     @staticmethod
     def key(request_id: str) -> str:
@@ -86,16 +87,17 @@ class StatusSink:
             return
         items, self._pending = self._pending, {}
         await self.cache.set_many({self.key(i): v for i, v in items.items()}, self.ttl_s)
-        for request_id in items:
+        for request_id, raw in items.items():
             for waiter in self._waiters.pop(request_id, ()):
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_result(raw)
 
     @contextlib.contextmanager
-    def watch(self, request_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future this process completes when it stores the request's status (taken
-        before reading the status, so a status stored meanwhile is not missed)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def watch(self, request_id: str) -> Iterator[asyncio.Future[str]]:
+        """A future this process completes with the request's status (JSON) when it
+        stores it (taken before reading the status, so a status stored meanwhile is
+        not missed)."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(request_id, [])
         waiters.append(waiter)
         try:
@@ -155,11 +157,14 @@ async def close_at_market(
     quote: Quote | None = None,
     source: str = audit.ORDER_SERVICE,
     action: str | None = None,
+    vet: bool = False,
 ) -> dict[str, Any]:
     """Fill the closing deal at the venue and stage the close; returns the history row.
+    ``vet`` (a close the trader sent): the pre-trade rules that check closes vet it at
+    the fill price first (:func:`~brokerkernel.kernel.trading.deals.vet_close`).
 
-    Raises TradingError 409 when the venue refuses (no fresh quote) or no rate
-    converts the profit.
+    Raises TradingError 409 when the venue refuses (no fresh quote), no rate
+    converts the profit, or a rule refuses the close (its reason).
     """
     fill = await env.venue.execute(
         FillRequest(
@@ -173,6 +178,10 @@ async def close_at_market(
     )
     if isinstance(fill, Rejection):
         raise TradingError(409, fill.reason)
+    if vet:
+        refused = vet_close(env, account, position, volume, fill.price, tx.now_ms)
+        if refused is not None:
+            raise TradingError(409, refused.reason)
     try:
         pricing = price_close(env, account, position, volume, fill.price)
     except ConversionUnavailable as exc:
@@ -203,7 +212,7 @@ class CloseJob(FutureJob):
         terms = env.terms.terms(account.group_id, position.symbol)
         if terms is not None and terms.tradeability == "non_tradable":
             raise TradingError(409, NOT_TRADABLE)
-        return await close_at_market(env, tx, account, position, volume, "manual")
+        return await close_at_market(env, tx, account, position, volume, "manual", vet=True)
 
 
 def _on_grid(price: Decimal, digits: int) -> bool:

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -67,7 +67,7 @@ from brokerkernel.kernel.trading.positions import (
 )
 from brokerkernel.kernel.trading.riskfeed import RiskFeed
 from brokerkernel.kernel.trading.state import AccountBook, AccountState, OpenPosition, PendingState
-from brokerkernel.kernel.trading.stopout import MarginCallJob, StopOutJob
+from brokerkernel.kernel.trading.stopout import MarginCallJob, MarginCallThrottle, StopOutJob
 from brokerkernel.kernel.trading.swaps import RolloverSchedule, SwapJob
 from brokerkernel.kernel.trading.terms import CONFIG_CHANGED, TermsCache
 from brokerkernel.kernel.trading.triggers import Key, TriggerIndex
@@ -87,6 +87,11 @@ STATE_STALE_AFTER_S = 5.0
 LOAD_CHUNK = 1000
 TIMER_S = 1.0
 ACCOUNT_MODES = ("hedging", NETTING)
+
+
+def _queued(login: int) -> str:
+    """The stored status of a queued market order."""
+    return json.dumps({"status": "queued", "login": login})
 
 
 def _money_changed(watcher: StateWatcher, account: AccountState) -> None:
@@ -121,7 +126,9 @@ class TradingService:
 
     ``workers`` is the number of shards (order workers), ``batch_size`` the most jobs
     one batch commits together; rollovers are at ``rollover_time`` (``"HH:MM"``) in
-    ``rollover_timezone``; ``fx_conversion`` is ``"mid"`` or ``"bid_ask"``.
+    ``rollover_timezone``; ``fx_conversion`` is ``"mid"`` or ``"bid_ask"``; an
+    account's margin-call warning repeats at most every ``margin_call_interval_s``
+    seconds of market time.
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class TradingService:
         batch_size: int = 256,
         rollover_time: str = "00:00",
         rollover_timezone: str = "UTC",
+        margin_call_interval_s: float = 300.0,
     ) -> None:
         self.db = db
         self.cache = cache
@@ -153,6 +161,7 @@ class TradingService:
         self.book = AccountBook()
         self.rollovers = RolloverSchedule(rollover_time, rollover_timezone)
         self.sink = StatusSink(cache, request_ttl_s)
+        self.margin_calls = MarginCallThrottle(margin_call_interval_s)
         self.env = Env(
             valuation=self.valuation,
             venue=venue,
@@ -197,12 +206,13 @@ class TradingService:
         return None if account is None else self.valuation.equity(account)
 
     def on_crossing(self, crossing: Crossing) -> None:
-        """Risk engine sink: stop-out and margin call become jobs on the account's
-        worker; other rules go to their handler in :attr:`crossing_handlers`."""
+        """Risk engine sink: stop-out and margin call (throttled) become jobs on the
+        account's worker; other rules go to their handler in :attr:`crossing_handlers`."""
         if crossing.rule == "stop_out":
             self._submit(StopOutJob(crossing.login, crossing))
         elif crossing.rule == "margin_call":
-            self._submit(MarginCallJob(crossing.login, crossing))
+            if self.margin_calls.admit(crossing):
+                self._submit(MarginCallJob(crossing.login, crossing, self.margin_calls))
         else:
             handler = self.crossing_handlers.get(crossing.rule)
             if handler is not None:
@@ -354,13 +364,32 @@ class TradingService:
         """Queue a market order (``cmd`` 0 buy / 1 sell, ``volume`` lots); returns the
         ``request_id`` to poll."""
         request = OrderRequest(str(uuid.uuid4()), login, symbol, cmd, volume)
-        await self.cache.set(
-            self.sink.key(request.request_id),
-            json.dumps({"status": "queued", "login": login}),
-            self.sink.ttl_s,
-        )
+        await self.cache.set(self.sink.key(request.request_id), _queued(login), self.sink.ttl_s)
         self._submit(MarketOrderJob(request, self.sink))
         return request.request_id
+
+    async def execute(
+        self, login: int, symbol: str, cmd: int, volume: Decimal, wait_s: float
+    ) -> dict[str, Any]:
+        """Queue a market order as :meth:`submit` and wait up to ``wait_s`` seconds for
+        its outcome: the status as :meth:`request_status` gives it, ``queued`` when the
+        wait ran out (poll it then as usual).
+
+        The ``queued`` status is stored only when the wait runs out (and only if the
+        outcome is not stored yet), so an order answered within the wait costs no
+        cache write of its own: its outcome is stored with its batch's.
+        """
+        request = OrderRequest(str(uuid.uuid4()), login, symbol, cmd, volume)
+        key = self.sink.key(request.request_id)
+        with self.sink.watch(request.request_id) as stored:
+            self._submit(MarketOrderJob(request, self.sink))
+            try:
+                raw = await asyncio.wait_for(stored, wait_s)
+            except TimeoutError:
+                raw = _queued(login)
+                if not await self.cache.set_nx(key, raw, self.sink.ttl_s):
+                    raw = await self.cache.get(key) or raw  # the outcome was stored meanwhile
+        return {"request_id": request.request_id, **json.loads(raw)}
 
     async def request_status(self, request_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
         """``{"request_id", "status", "login", "order"|"reason"}``; None once expired or
@@ -370,9 +399,10 @@ class TradingService:
         with self.sink.watch(request_id) as stored:
             raw = await self.cache.get(key)
             if raw is not None and wait_s > 0 and json.loads(raw)["status"] == "queued":
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored, wait_s)
-                raw = await self.cache.get(key)
+                try:
+                    raw = await asyncio.wait_for(stored, wait_s)
+                except TimeoutError:
+                    raw = await self.cache.get(key)
         if raw is None:
             return None
         return {"request_id": request_id, **json.loads(raw)}
@@ -422,19 +452,31 @@ class TradingService:
     async def snapshot(self, login: int) -> AccountState | None:
         """The account's committed state (reloaded when its row's version moved), or
         None for an unknown login. Treat it as read-only."""
+        return (await self.snapshots([login])).get(login)
+
+    async def snapshots(self, logins: Collection[int]) -> dict[int, AccountState]:
+        """:meth:`snapshot` of several accounts with one read of their rows (and one
+        load of those whose version moved); unknown logins are absent."""
+        found: dict[int, AccountState] = {}
         async with self.db.read() as session:
-            row = (
-                await session.execute(select(*ACCOUNT_COLUMNS).where(TradingAccount.login == login))
-            ).first()
-            if row is None:
-                return None
-            held = self.book.get(login)
-            if held is not None and held.version == row.version:
-                refresh_settings(held, row)
-                return held
-            state = (await load_accounts(session, [row]))[login]
-        self._install(state)
-        return self.book.get(login) or state
+            rows = (
+                await session.execute(
+                    select(*ACCOUNT_COLUMNS).where(TradingAccount.login.in_(list(logins)))
+                )
+            ).all()
+            stale = []
+            for row in rows:
+                held = self.book.get(row.login)
+                if held is not None and held.version == row.version:
+                    refresh_settings(held, row)
+                    found[row.login] = held
+                else:
+                    stale.append(row)
+            loaded = await load_accounts(session, stale) if stale else {}
+        for login, state in loaded.items():
+            self._install(state)
+            found[login] = self.book.get(login) or state
+        return found
 
     async def account_state(self, login: int) -> dict[str, Any] | None:
         """Live state (seed section 6): money in account currency, levels in percent.

@@ -15,7 +15,10 @@ Decimal state and the group's current quotes:
   and an ``account.stop_out`` domain event, and an audit row from ``risk-service``.
   A position without a fresh quote is skipped (it cannot be filled).
 * **margin call**: a warning only — when the margin level is below the group's
-  ``margin_call_level`` the domain event ``account.margin_call`` is recorded.
+  ``margin_call_level`` the domain event ``account.margin_call`` is recorded, at most
+  once per account per ``margin_call_interval_s`` of market time
+  (:class:`MarginCallThrottle`: the engine's levels re-arm on every way back up, so
+  an account hovering at the level would otherwise warn on every oscillation).
 
 The crossing is only a hint: when exact equity is not below the level (the price
 moved back, a deposit arrived) nothing happens.
@@ -123,13 +126,57 @@ class StopOutJob(Job):
             )
 
 
+class MarginCallThrottle:
+    """At most one margin-call check in flight and one ``account.margin_call`` event per
+    account per ``interval_s`` seconds of market time (the crossings' ``time_ms``);
+    0 warns on every crossing.
+
+    :meth:`admit` filters the risk engine's crossings before they become jobs: refused
+    while the account's check is queued or within ``interval_s`` after its last
+    warning. The job reports back after its batch committed (:meth:`settled`), so a
+    warning rolled back never silences the next one.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_ms = interval_s * 1000
+        self._warned_ms: dict[int, int] = {}
+        self._in_flight: set[int] = set()
+
+    def admit(self, crossing: Crossing) -> bool:
+        """Whether ``crossing`` (a margin-call crossing) should queue a check."""
+        login = crossing.login
+        last = self._warned_ms.get(login)
+        if login in self._in_flight or (
+            last is not None and crossing.time_ms - last < self._interval_ms
+        ):
+            return False
+        self._in_flight.add(login)
+        return True
+
+    def settled(self, login: int, time_ms: int, warned: bool) -> None:
+        """The account's check committed; ``warned``: it recorded a warning at ``time_ms``."""
+        self._in_flight.discard(login)
+        if warned:
+            self._warned_ms[login] = time_ms
+
+
 class MarginCallJob(Job):
     """Record ``account.margin_call`` when the margin level is below the group's
-    ``margin_call_level`` (a warning; nothing is closed)."""
+    ``margin_call_level`` (a warning; nothing is closed); reports to ``throttle``."""
 
-    def __init__(self, login: int, crossing: Crossing | None = None) -> None:
+    def __init__(
+        self,
+        login: int,
+        crossing: Crossing | None = None,
+        throttle: MarginCallThrottle | None = None,
+    ) -> None:
         self.login = login
         self.crossing = crossing
+        self.throttle = throttle
+
+    def settle(self, outcome: Any) -> None:
+        if self.throttle is not None and self.crossing is not None:
+            self.throttle.settled(self.login, self.crossing.time_ms, outcome is True)
 
     async def run(self, env: Env, tx: ShardTransaction, account: AccountState | None) -> Any:
         group = env.terms.group(account.group_id) if account is not None else None

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Domain event recorded with every change of instruments, groups or overrides.
 CONFIG_CHANGED = "platform.config_changed"
 #: Redis pub/sub channel on which the process handling the event tells the others.
-CONFIG_CHANNEL = "brokerkernel:platform-config"
+CONFIG_CHANNEL = "brokerkernel:{db}:platform-config"
 #: Tradeability from least to most restrictive (seed section 16).
 TRADEABILITY = ("tradable", "close_only", "non_tradable")
 
@@ -251,6 +251,10 @@ class TermsCache:
     def __init__(self, db: Database, redis: Redis | None = None) -> None:
         self._db = db
         self._redis = redis
+        # Pub/sub ignores the logical database: name it in the channel so processes on
+        # different Redis databases (parallel test sessions, tenants) stay apart.
+        redis_db = 0 if redis is None else redis.connection_pool.connection_kwargs.get("db", 0)
+        self._channel = CONFIG_CHANNEL.format(db=redis_db)
         self._origin = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self._instruments: dict[str, Instrument] = {}
@@ -314,7 +318,7 @@ class TermsCache:
             return
         await self.load()
         if self._redis is not None:
-            await self._redis.publish(CONFIG_CHANNEL, f"{self._origin} {event.id}")
+            await self._redis.publish(self._channel, f"{self._origin} {event.id}")
 
     async def start(self) -> None:
         """Load, and with Redis subscribe (before returning) to other processes' changes."""
@@ -334,7 +338,7 @@ class TermsCache:
     async def _subscribe(self) -> PubSub:
         assert self._redis is not None
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CONFIG_CHANNEL)
+        await pubsub.subscribe(self._channel)
         return pubsub
 
     async def _listen(self, pubsub: PubSub | None) -> None:

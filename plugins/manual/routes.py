@@ -20,6 +20,7 @@ from brokerkernel.api.auth import require_staff
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
+from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.prices import price_json
 from brokerkernel.api.validation import decimal_schema
 from brokerkernel.plugins.manual.feed import PROVIDER, ClockBackwards, ManualFeed
@@ -73,6 +74,13 @@ def _time_ms(raw: str, feed: ManualFeed, errors: list[dict[str, Any]]) -> int | 
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
+@operation(
+    "Set a symbol's quote (manual price feed)",
+    tags=["Prices"],
+    body=PRICE_SCHEMA,
+    responses={404: "Instrument not found"},
+    security="staff:manage_prices",
+)
 async def post_price(request: web.Request) -> web.Response:
     """Publish a dealer quote through the kernel's price path (provider ``manual``)."""
     require_staff(request, "manage_prices")

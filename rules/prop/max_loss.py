@@ -1,0 +1,150 @@
+"""Maximum loss limit: equity must stay above the phase's max-loss floor.
+
+Models (DOMAIN.md, "Max loss"; ``A`` the allowance: ``percent`` of the initial
+balance or ``amount``):
+
+* ``static`` — ``initial - A`` (FTMO 2-step 10%: equity >= 90,000 on 100k);
+* ``trailing_eod_balance`` — ``History.peak_eod_balance - A``, never decreasing,
+  optionally locked at ``initial + lock_offset`` (Topstep 50K / 2,000, lock 0: 48,000
+  → 48,500 → stays 48,500 → 50,000 locked);
+* ``trailing_intraday_equity`` — ``peak equity - A`` with the peak including
+  unrealised profit, never decreasing, optional lock (Apex style). The rule declares a
+  CEILING level ``<name>.peak`` at the peak so the engine reports a new peak; the
+  challenges plugin then raises ``History.peak_equity`` and asks for the levels again
+  (no ceiling once the floor is locked);
+* ``ftmo_one_step`` — ``max(highest midnight balance, initial) - A``, never
+  decreasing (FTMO 1-step, A = 10% of initial).
+
+Never-decreasing floors start from ``History.max_loss_floor``: the ``floor`` number of
+every result is the floor now, which the challenges plugin stores back into
+``History.max_loss_floor``. Levels: ``<name>``, ``<name>.warn_<pct>`` (percent of
+``A`` used below ``floor + A``) and, for the intraday model, ``<name>.peak``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.hookspecs import hookimpl
+from brokerkernel.kernel.prop.rules import Level, LevelKind, RuleInput, RuleResult
+from brokerkernel.rules.prop.common import (
+    ALLOWANCE_ONE_OF,
+    ALLOWANCE_PROPERTIES,
+    INCLUSIVE_FLOOR,
+    WARN_AT_PCT,
+    Allowance,
+    FloorSpec,
+    NoOrderCheck,
+    dec,
+)
+
+NAME = "max_loss"
+MODELS = ("static", "trailing_eod_balance", "trailing_intraday_equity", "ftmo_one_step")
+TRAILING = frozenset(MODELS[1:])
+
+PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["model"],
+    "properties": {
+        "model": {"enum": list(MODELS), "description": "Floor model (DOMAIN.md)."},
+        **ALLOWANCE_PROPERTIES,
+        "inclusive": INCLUSIVE_FLOOR,
+        "warn_at_pct": WARN_AT_PCT,
+        "lock_offset": {
+            "type": ["number", "null"],
+            "default": None,
+            "description": "Trailing models: the floor stops rising at initial + "
+            "lock_offset (0 = Topstep's lock at the starting balance); null: no lock.",
+        },
+    },
+    "oneOf": ALLOWANCE_ONE_OF,
+}
+
+
+class MaxLoss(NoOrderCheck):
+    """A configured max-loss limit (see the module docstring)."""
+
+    objective = False
+
+    def __init__(self, name: str, params: Mapping[str, Any]) -> None:
+        self.name = name
+        self.model: str = params["model"]
+        self.allowance = Allowance.from_params(params)
+        offset = params.get("lock_offset")
+        self.lock_offset = None if offset is None else dec(offset)
+        self.spec = FloorSpec.from_params(
+            name,
+            params,
+            breach_reason="Max loss limit: equity {equity} reached the max-loss floor {floor}",
+            warn_reason="Max loss: {warn_pct}% of the allowance used (floor {floor})",
+        )
+
+    def _peak(self, state: RuleInput) -> Decimal:
+        history, initial = state.history, state.account.initial_balance
+        if self.model == "trailing_intraday_equity":
+            return max(history.peak_equity, state.account.equity, initial)
+        if self.model == "static":
+            return initial
+        return max(history.peak_eod_balance, initial)
+
+    def _lock(self, state: RuleInput) -> Decimal | None:
+        if self.lock_offset is None or self.model not in (
+            "trailing_eod_balance",
+            "trailing_intraday_equity",
+        ):
+            return None
+        return state.account.initial_balance + self.lock_offset
+
+    def floor(self, state: RuleInput) -> tuple[Decimal, Decimal]:
+        """``(floor, allowance)`` now, account currency."""
+        allowance = self.allowance.of(state.account.initial_balance)
+        floor = self._peak(state) - allowance
+        if self.model in TRAILING:
+            previous = state.history.max_loss_floor
+            if previous is not None:
+                floor = max(floor, previous)
+            lock = self._lock(state)
+            if lock is not None:
+                floor = min(floor, lock)
+        return floor, allowance
+
+    def levels(self, state: RuleInput) -> list[Level]:
+        floor, allowance = self.floor(state)
+        levels = self.spec.levels(floor, allowance)
+        if self.model == "trailing_intraday_equity" and floor != self._lock(state):
+            levels.append(Level(f"{self.name}.peak", self._peak(state), LevelKind.CEILING))
+        return levels
+
+    def evaluate(self, state: RuleInput) -> RuleResult:
+        floor, allowance = self.floor(state)
+        lock = self._lock(state)
+        return self.spec.result(
+            state.account.equity,
+            floor,
+            allowance,
+            {
+                "model": self.model,
+                "peak": self._peak(state),
+                "lock_level": lock,
+                "locked": int(lock is not None and floor == lock),
+            },
+        )
+
+
+class MaxLossType:
+    """Rule type ``max_loss`` (params: :data:`PARAMS_SCHEMA`)."""
+
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
+
+    def configure(self, name: str, params: Mapping[str, Any]) -> MaxLoss:
+        return MaxLoss(name, params)
+
+
+@hookimpl
+def broker_register_prop_rules() -> list[PropRuleSet]:
+    return [PropRuleSet(name=NAME, factory=MaxLossType, config_schema=PARAMS_SCHEMA)]

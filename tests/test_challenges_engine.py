@@ -1,0 +1,772 @@
+"""The challenges engine end to end: provisioning, ticks through the risk engine to the
+exact path, breaches at the floor, warnings, day resets (DST), trading days, phases,
+resets and payouts.
+
+Prices come from the ``manual`` plugin (its quotes drive the market clock). 1 lot of
+EURUSD bought at ask 1.10002 is worth (bid - 1.10002) x 100,000 USD: every price step
+of 0.00001 moves equity by exactly 1 USD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from support import create_admin, make_kernel, manual_quote, staff_headers
+
+from brokerkernel.api.app import create_app
+from brokerkernel.kernel.runtime import Kernel
+from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent, TradeHistory
+from brokerkernel.plugins.challenges import idle
+from brokerkernel.plugins.challenges.service import (
+    ChallengeService,
+    PropError,
+    TraderSpec,
+    challenge_service,
+)
+from brokerkernel.plugins.replay.sources import sources_for
+
+RULES = """
+[plugins.challenges]
+auto_advance = true
+[plugins.daily_loss]
+[plugins.max_loss]
+[plugins.profit_target]
+[plugins.trading_days]
+[plugins.consistency]
+[plugins.order_limits]
+[plugins.weekend_holding]
+[plugins.news_blackout]
+"""
+MONDAY = "2026-03-02T10:00:00Z"
+
+
+@dataclass
+class Desk:
+    kernel: Kernel
+    client: TestClient[Any, Any]
+    staff: dict[str, str]
+    service: ChallengeService
+
+    async def quote(self, bid: str, ask: str, time: str, symbol: str = "EURUSD") -> None:
+        await manual_quote(self.client, self.staff, symbol, bid, ask, time)
+        await idle(self.kernel)
+
+    async def buy(self, login: int, volume: str, symbol: str = "EURUSD", cmd: int = 0) -> Any:
+        request_id = await self.kernel.trading.submit(login, symbol, cmd, Decimal(volume))
+        await self.kernel.trading.idle()
+        status = await self.kernel.trading.request_status(request_id)
+        await idle(self.kernel)
+        return status
+
+    async def events(self, *types: str) -> list[dict[str, Any]]:
+        async with self.kernel.db.read() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxEvent).where(OutboxEvent.type.in_(types)).order_by(OutboxEvent.seq)
+                )
+            ).all()
+        return [{"type": row.type, **row.payload} for row in rows]
+
+
+@pytest.fixture
+async def desk(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> AsyncIterator[Desk]:
+    kernel = make_kernel(
+        tmp_path, database_url, redis_url, market_data_dir, clock="manual", extra=RULES
+    )
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(kernel))
+    await create_admin(kernel)
+    staff = await staff_headers(client)
+    desk = Desk(kernel, client, staff, challenge_service(kernel))
+    await desk.quote("1.10000", "1.10002", MONDAY)
+    yield desk
+
+
+def plan_body(code: str = "two-step-100k", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": code,
+        "name": "Two-step 100K",
+        "account_size": Decimal(100000),
+        "price": Decimal("540"),
+        "timezone": "Europe/Prague",
+        "phases": [
+            {
+                "name": "phase_1",
+                "rules": [
+                    {
+                        "type": "daily_loss",
+                        "params": {
+                            "model": "balance_minus_initial_pct",
+                            "amount": 3000,
+                            "warn_at_pct": [50],
+                        },
+                    },
+                    {"type": "max_loss", "params": {"model": "static", "percent": 10}},
+                    {"type": "profit_target", "params": {"amount": 2000}},
+                    {"type": "trading_days", "params": {"min_trading_days": 1}},
+                ],
+            },
+            {
+                "name": "phase_2",
+                "rules": [
+                    {"type": "max_loss", "params": {"model": "static", "percent": 10}},
+                    {"type": "profit_target", "params": {"percent": 5}},
+                ],
+            },
+        ],
+        "funded_rules": [{"type": "max_loss", "params": {"model": "static", "percent": 10}}],
+        "profit_split": Decimal(80),
+        "payout_first_after_days": 14,
+        "payout_every_days": 14,
+        "payout_minimum": Decimal(100),
+    }
+    body.update(changes)
+    return body
+
+
+async def provision(desk: Desk, plan: dict[str, Any], ref: str = "order-1") -> dict[str, Any]:
+    return await desk.service.provision(
+        plan["id"],
+        TraderSpec(email="trader@example.com", first_name="Tess"),
+        tenant_id=None,
+        source="test",
+        external_ref=ref,
+    )
+
+
+async def test_provisioning_is_idempotent_and_funds_the_account_with_one_ledger_row(
+    desk: Desk,
+) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    first = await provision(desk, plan)
+    again = await provision(desk, plan)
+    assert again["id"] == first["id"] and again["login"] == first["login"]
+    assert first["status"] == "active" and first["phase"] == "phase_1"
+    assert first["balance"] == Decimal("100000.00") and first["equity"] == Decimal("100000.00")
+    async with desk.kernel.db.read() as session:
+        rows = (
+            await session.scalars(
+                select(LedgerEvent).where(LedgerEvent.account_id == first["login"])
+            )
+        ).all()
+    assert [(r.event_type, r.balance_delta, r.balance_after) for r in rows] == [
+        ("deposit", Decimal(100000), Decimal(100000))
+    ]
+    created = await desk.events("account.created", "trader.created")
+    assert [e["type"] for e in created if e.get("account_id") == first["id"]] == [
+        "account.created",
+        "trader.created",
+    ]
+    event = created[-2]
+    assert event["initial_balance"] == "100000.00" and event["currency"] == "USD"
+    assert event["login"] == first["login"] and event["tenant_id"] is None
+    # a second account for the same trader creates no second customer
+    other = await provision(desk, plan, ref="order-2")
+    assert other["customer_id"] == first["customer_id"] and other["login"] != first["login"]
+    assert len(await desk.events("trader.created")) == 1
+
+
+async def test_plan_validation_lists_every_error(desk: Desk) -> None:
+    body = plan_body(timezone="Mars/Olympus")
+    body["phases"][0]["rules"].append({"type": "no_such_rule", "params": {}})
+    body["phases"][0]["rules"][0]["params"] = {"model": "nope", "percent": 5}
+    with pytest.raises(PropError) as refused:
+        await desk.service.create_plan(body, tenant_id=None)
+    assert refused.value.status == 422
+    locs = [tuple(item["loc"]) for item in refused.value.detail]
+    assert ("body", "phases", 0, "rules", 0, "params", "model") in locs
+    assert ("body", "phases", 0, "rules", 4, "type") in locs
+    assert ("body", "timezone") in locs
+    await desk.service.create_plan(plan_body(), tenant_id=None)
+    with pytest.raises(PropError) as duplicate:
+        await desk.service.create_plan(plan_body(), tenant_id=None)
+    assert duplicate.value.status == 409
+
+
+@pytest.mark.parametrize(
+    ("inclusive", "raw_bid", "breached"),
+    [
+        (False, "1.07003", False),  # equity 97,001: above the floor
+        (False, "1.07002", False),  # equity 97,000: at the floor, "<" does not breach
+        (False, "1.07001", True),  # equity 96,999: below
+        (True, "1.07003", False),
+        (True, "1.07002", True),  # at the floor, "<=" breaches
+    ],
+)
+async def test_daily_loss_breach_at_above_and_below_the_floor(
+    desk: Desk, inclusive: bool, raw_bid: str, breached: bool
+) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"][0]["params"]["inclusive"] = inclusive
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    assert (await desk.buy(login, "1"))["status"] == "executed"
+    await desk.quote(raw_bid, "1.07010", "2026-03-02T11:00:00Z")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    breaches = await desk.events("account.breached", "phase.failed")
+    if not breached:
+        assert state["status"] == "active" and breaches == []
+        assert desk.kernel.trading.book.get(login).positions  # type: ignore[union-attr]
+        return
+    equity = f"{Decimal(100000) + (Decimal(raw_bid) - Decimal('1.10002')) * 100000:.2f}"
+    assert state["status"] == "failed"
+    assert state["breach"]["rule"] == "daily_loss"
+    assert state["breach"]["floor"] == Decimal("97000")
+    assert [e["type"] for e in breaches] == ["account.breached", "phase.failed"]
+    assert breaches[0]["rule"] == "daily_loss"
+    assert breaches[0]["floor"] == "97000.00" and breaches[0]["equity"] == equity
+    assert breaches[0]["account_id"] == account["id"] and breaches[0]["phase"] == "phase_1"
+    # every position closed at market, trading refused from now on
+    assert not desk.kernel.trading.book.get(login).positions  # type: ignore[union-attr]
+    async with desk.kernel.db.read() as session:
+        closes = (
+            await session.scalars(select(TradeHistory).where(TradeHistory.login == login))
+        ).all()
+    assert [(c.reason, c.close_price) for c in closes] == [("prop-breach", Decimal(raw_bid))]
+    refused = await desk.buy(login, "1")
+    assert refused["status"] == "rejected"
+    assert refused["reason"] == "Trading disabled: challenge account is failed"
+
+
+async def test_drawdown_warning_once_per_threshold_and_day(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    await desk.buy(account["login"], "1")
+    # 50% of the 3,000 allowance used: equity <= 98,500 (bid 1.08502)
+    await desk.quote("1.08502", "1.08510", "2026-03-02T11:00:00Z")
+    await desk.quote("1.09000", "1.09010", "2026-03-02T11:01:00Z")
+    await desk.quote("1.08400", "1.08410", "2026-03-02T11:02:00Z")
+    warnings = await desk.events("drawdown.warning")
+    assert len(warnings) == 1
+    assert warnings[0]["rule"] == "daily_loss" and warnings[0]["threshold_pct"] == "50"
+    assert warnings[0]["floor"] == "97000.00" and warnings[0]["equity"] == "98500.00"
+
+
+async def close_all_positions(desk: Desk, login: int) -> None:
+    held = desk.kernel.trading.book.get(login)
+    assert held is not None
+    for ticket in list(held.positions):
+        await desk.kernel.trading.close(login, ticket)
+    await idle(desk.kernel)
+
+
+async def ledger_rows(desk: Desk, login: int) -> list[tuple[str, Decimal, Decimal]]:
+    async with desk.kernel.db.read() as session:
+        rows = (
+            await session.scalars(
+                select(LedgerEvent)
+                .where(LedgerEvent.account_id == login)
+                .order_by(LedgerEvent.sequence_num)
+            )
+        ).all()
+    return [(r.event_type, r.balance_delta, r.balance_after) for r in rows]
+
+
+async def test_passed_phase_advances_automatically_on_a_fresh_balance(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")
+    # +2,000 floating: the balance target is not met until the position is closed
+    await desk.quote("1.12002", "1.12010", "2026-03-02T12:00:00Z")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["phase"] == "phase_1" and state["target_progress_pct"] == Decimal("0.00")
+    await close_all_positions(desk, login)
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["phase"] == "phase_2" and state["status"] == "active"
+    assert state["balance"] == Decimal("100000.00") and state["trading_days"] == 0
+    events = await desk.events("target.reached", "phase.passed")
+    assert [(e["type"], e["phase"]) for e in events] == [
+        ("target.reached", "phase_1"),
+        ("phase.passed", "phase_1"),
+    ]
+    assert events[0]["target"] == "2000.00" and events[0]["value"] == "2000.00"
+    assert events[1]["next_phase"] == "phase_2"
+    assert (await ledger_rows(desk, login))[-2:] == [
+        ("trade_pnl", Decimal(2000), Decimal(102000)),
+        ("correction_out", Decimal(-2000), Decimal(100000)),
+    ]
+
+
+async def test_passed_phase_waits_for_manual_approval(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["auto_advance"] = False
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.12502", "1.12510", "2026-03-02T12:00:00Z")
+    await close_all_positions(desk, login)
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "passed_pending_approval" and state["phase"] == "phase_1"
+    assert state["balance"] == Decimal("102500.00")
+    refused = await desk.buy(login, "1")
+    assert refused["reason"] == "Trading disabled: challenge account is passed_pending_approval"
+    approved = await desk.service.advance_phase(account["id"], tenant_id=None, actor="staff-1")
+    assert approved["status"] == "active" and approved["phase"] == "phase_2"
+    assert approved["balance"] == Decimal("100000.00")
+    assert (await desk.buy(login, "1"))["status"] == "executed"
+    assert len(await desk.events("phase.passed")) == 1
+
+
+async def test_day_reset_follows_prague_midnight_across_the_dst_switch(desk: Desk) -> None:
+    """2026-03-29: Prague moves from CET (UTC+1) to CEST (UTC+2). Its midnights are
+    2026-03-28T23:00Z and 2026-03-29T22:00Z; the day snapshot takes the balance and
+    equity at each, and a floating loss below the new daily floor breaches at once."""
+    await desk.quote("1.10000", "1.10002", "2026-03-28T12:00:00Z")
+    body = plan_body()
+    body["phases"][0]["rules"][2]["params"] = {"amount": 10000}
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    assert account["day"].isoformat() == "2026-03-28"
+    await desk.buy(login, "1")
+    await desk.quote("1.11002", "1.11002", "2026-03-28T13:00:00Z")
+    await close_all_positions(desk, login)  # balance 101,000
+    await desk.buy(login, "1")  # at 1.11002
+    await desk.quote("1.10502", "1.10510", "2026-03-28T22:59:59Z")  # floating -500
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["day"].isoformat() == "2026-03-28"
+    await desk.quote("1.10502", "1.10510", "2026-03-28T23:00:00Z")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["day"].isoformat() == "2026-03-29"
+    assert state["day_start_balance"] == Decimal("101000")
+    assert state["day_start_equity"] == Decimal("100500")
+    assert state["daily_drawdown"] == Decimal("500.00")
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    daily = next(r for r in metrics["rules"] if r["rule"] == "daily_loss")
+    assert daily["numbers"]["floor"] == "98000.00" and daily["status"] == "pass"
+    # CEST from here: the next reset is 22:00Z, not 23:00Z
+    await desk.quote("1.13002", "1.13002", "2026-03-29T21:00:00Z")
+    await close_all_positions(desk, login)  # +2,000: balance 103,000
+    await desk.buy(login, "1")  # at 1.13002
+    await desk.quote("1.09502", "1.09510", "2026-03-29T21:59:59Z")  # floating -3,500
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["day"].isoformat() == "2026-03-29" and state["status"] == "active"
+    assert state["equity"] == Decimal("99500.00")  # above today's floor 98,000
+    # the reset at 22:00Z sets the floor to 103,000 - 3,000: equity is below it at once
+    await desk.quote("1.09502", "1.09510", "2026-03-29T22:00:00Z")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["day"].isoformat() == "2026-03-30"
+    breach = (await desk.events("account.breached"))[0]
+    assert breach["rule"] == "daily_loss" and breach["floor"] == "100000.00"
+    assert breach["equity"] == "99500.00"
+
+
+async def test_a_trade_held_over_several_days_counts_one_trading_day(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"][2]["params"] = {"amount": 10000}
+    body["phases"][0]["rules"][3]["params"] = {
+        "min_trading_days": 2,
+        "max_trading_period_days": 30,
+    }
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")  # Monday 2026-03-02 (Prague)
+    await desk.quote("1.10100", "1.10102", "2026-03-03T09:00:00Z")
+    await desk.quote("1.10200", "1.10202", "2026-03-04T09:00:00Z")
+    await close_all_positions(desk, login)  # closed on Wednesday: +198
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    assert metrics["trading_days"] == 1
+    days = next(r for r in metrics["rules"] if r["rule"] == "trading_days")
+    assert days["status"] == "pending" and days["numbers"]["trading_days"] == 1
+    assert metrics["best_day_share_pct"] == Decimal("100.00")
+    await desk.buy(login, "1")  # Wednesday: a second trading day
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    assert metrics["trading_days"] == 2
+    assert metrics["day"].isoformat() == "2026-03-04"
+    days = next(r for r in metrics["rules"] if r["rule"] == "trading_days")
+    # 30 calendar days from the phase start (11:00 Prague wall time, CEST by then):
+    # exactly 28 days after this Wednesday 09:00Z
+    assert days["numbers"]["period_ends_at"] == "2026-04-01T09:00:00Z"
+    assert metrics["days_remaining"] == 28
+
+
+async def funded_account(desk: Desk, **plan_changes: Any) -> dict[str, Any]:
+    plan = await desk.service.create_plan(plan_body(**plan_changes), tenant_id=None)
+    account = await provision(desk, plan)
+    for _ in range(2):
+        await desk.service.advance_phase(account["id"], tenant_id=None, actor="staff-1")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "funded" and state["phase"] == "funded"
+    return state
+
+
+async def test_payouts_split_cadence_and_minimum(desk: Desk) -> None:
+    account = await funded_account(desk)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.13002", "1.13010", "2026-03-03T10:00:00Z")
+    await close_all_positions(desk, login)  # +3,000
+    with pytest.raises(PropError) as early:
+        await desk.service.request_payout(
+            account["id"], tenant_id=None, amount=None, destination=None, execute=True, actor="s"
+        )
+    assert early.value.status == 409
+    assert early.value.detail == "The next payout is possible from 2026-03-16T10:00:00+00:00"
+    await desk.quote("1.13002", "1.13010", "2026-03-16T10:00:00Z")
+    with pytest.raises(PropError) as small:
+        await desk.service.request_payout(
+            account["id"],
+            tenant_id=None,
+            amount=Decimal("99.99"),
+            destination=None,
+            execute=True,
+            actor="s",
+        )
+    assert small.value.status == 422
+    assert small.value.detail == [
+        {
+            "loc": ["body", "amount"],
+            "msg": "is below the plan's payout minimum 100.00",
+            "type": "minimum",
+        }
+    ]
+    payout = await desk.service.request_payout(
+        account["id"],
+        tenant_id=None,
+        amount=None,
+        destination={"method": "wire"},
+        execute=True,
+        actor="staff-1",
+    )
+    assert payout["status"] == "processed"
+    assert (payout["amount"], payout["trader_share"], payout["firm_share"]) == (
+        Decimal(3000),
+        Decimal("2400.00"),
+        Decimal("600.00"),
+    )
+    assert (await ledger_rows(desk, login))[-1] == (
+        "withdrawal",
+        Decimal(-3000),
+        Decimal(100000),
+    )
+    events = await desk.events("payout.requested", "payout.processed")
+    assert [(e["type"], e["amount"], e["trader_share"], e["firm_share"]) for e in events] == [
+        ("payout.requested", "3000.00", "2400.00", "600.00"),
+        ("payout.processed", "3000.00", "2400.00", "600.00"),
+    ]
+    with pytest.raises(PropError) as again:
+        await desk.service.request_payout(
+            account["id"], tenant_id=None, amount=None, destination=None, execute=False, actor="s"
+        )
+    assert again.value.detail == "The next payout is possible from 2026-03-30T10:00:00+00:00"
+    payouts, total = await desk.service.list_payouts(tenant_id=None, account_id=account["id"])
+    assert total == 1 and payouts[0]["ledger_ref"] is not None
+
+
+async def test_reset_restores_a_failed_account_for_its_phase(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.06002", "1.06010", "2026-03-02T11:00:00Z")  # -4,000: breach
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "failed"
+    state = await desk.service.reset(account["id"], tenant_id=None, actor="staff-1")
+    assert state["status"] == "active" and state["phase"] == "phase_1"
+    assert state["balance"] == Decimal("100000.00") and state["breach"] is None
+    assert (await ledger_rows(desk, login))[-1] == (
+        "correction_in",
+        Decimal(4000),
+        Decimal(100000),
+    )
+    assert (await desk.buy(login, "1"))["status"] == "executed"
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    assert metrics["trading_days"] == 1
+
+
+async def test_balance_operations_are_ledger_rows(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    result = await desk.service.balance_operation(
+        account["id"],
+        tenant_id=None,
+        operation="adjust",
+        amount=Decimal("-250.50"),
+        comment="fee",
+        actor="staff-1",
+    )
+    assert result["account"]["balance"] == Decimal("99749.50")
+    assert (await ledger_rows(desk, account["login"]))[-1] == (
+        "correction_out",
+        Decimal("-250.50"),
+        Decimal("99749.50"),
+    )
+    with pytest.raises(PropError) as refused:
+        await desk.service.balance_operation(
+            account["id"],
+            tenant_id=None,
+            operation="withdraw",
+            amount=Decimal("100000"),
+            comment="",
+            actor="staff-1",
+        )
+    assert refused.value.status == 422
+
+
+async def test_replayed_eurusd_ticks_breach_the_daily_loss_at_the_known_tick(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> None:
+    """Real EURUSD ticks of 2014-05-07: 10 lots bought at the first ask (1.39298) under
+    a 300 USD daily loss (floor 99,700, "<"). Scanning the ticks exactly, the first
+    bid below 1.39268 is 1.39267 at 02:05:19.419Z (tick 1930): equity 99,690 — the
+    account fails there, closed at that bid, and later ticks change nothing."""
+    kernel = make_kernel(tmp_path, database_url, redis_url, market_data_dir, extra=RULES)
+    await aiohttp_client(create_app(kernel))
+    ticks = list(sources_for("EURUSD", market_data_dir)[0].quotes([date(2014, 5, 7)]))[:2500]
+    kernel.quotes.publish(ticks[0])
+    service = challenge_service(kernel)
+    body = plan_body(timezone="UTC")
+    body["phases"][0]["rules"] = [
+        {"type": "daily_loss", "params": {"model": "balance_minus_initial_pct", "amount": 300}}
+    ]
+    plan = await service.create_plan(body, tenant_id=None)
+    account = await service.provision(
+        plan["id"], TraderSpec(email="replay@example.com"), tenant_id=None, source="test"
+    )
+    login = account["login"]
+    await kernel.trading.submit(login, "EURUSD", 0, Decimal(10))
+    await idle(kernel)
+    expected = next(
+        q for q in ticks if Decimal(100000) + (q.bid - ticks[0].ask) * 1_000_000 < 99700
+    )
+    assert (ticks.index(expected), expected.bid, expected.time_ms) == (
+        1930,
+        Decimal("1.39267"),
+        1_399_428_319_419,
+    )
+    for quote in ticks[1:]:
+        kernel.quotes.publish(quote)
+        await kernel.trading.idle()
+    await idle(kernel)
+    state = await service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["balance"] == Decimal("99690.00")
+    assert state["breach"]["at"] == datetime(2014, 5, 7, 2, 5, 19, 419000, tzinfo=UTC)
+    async with kernel.db.read() as session:
+        closes = (
+            await session.scalars(select(TradeHistory).where(TradeHistory.login == login))
+        ).all()
+        breached = (
+            await session.scalars(select(OutboxEvent).where(OutboxEvent.type == "account.breached"))
+        ).all()
+    assert [(c.close_price, c.profit, c.reason) for c in closes] == [
+        (Decimal("1.39267"), Decimal("-310.00"), "prop-breach")
+    ]
+    assert [(e.payload["floor"], e.payload["equity"]) for e in breached] == [
+        ("99700.00", "99690.00")
+    ]
+
+
+async def test_weekend_holding_deadline_fails_a_position_held_over_friday_close(
+    desk: Desk,
+) -> None:
+    """Friday 2026-03-06 17:00 America/New_York is 22:00Z (EST): the rule's deadline
+    evaluates the account at the first market instant at or after it."""
+    body = plan_body()
+    body["phases"][0]["rules"].append({"type": "weekend_holding", "params": {}})
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    await desk.buy(account["login"], "1")
+    await desk.quote("1.10010", "1.10012", "2026-03-06T21:59:59Z")
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "active"
+    await desk.quote("1.10010", "1.10012", "2026-03-06T22:00:00Z")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["breach"]["rule"] == "weekend_holding"
+    assert state["balance"] == Decimal("100008.00")
+
+
+async def test_order_limits_refuse_an_order_and_flag_it(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"].append({"type": "order_limits", "params": {"max_lots_per_order": 2}})
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    assert (await desk.buy(account["login"], "2"))["status"] == "executed"
+    refused = await desk.buy(account["login"], "2.01")
+    assert refused["status"] == "rejected" and "2.01" in refused["reason"]
+    flagged = await desk.events("risk.violation_flagged")
+    assert [(e["rule"], e["reason"], e["account_id"]) for e in flagged] == [
+        ("order_limits", refused["reason"], account["id"])
+    ]
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "active"
+
+
+async def test_tenants_see_only_their_own_plans_accounts_and_the_catalog(desk: Desk) -> None:
+    broker_plan = await desk.service.create_plan(
+        plan_body(visibility="private", allowed_tenants=["acme"]), tenant_id=None
+    )
+    hidden = await desk.service.create_plan(
+        plan_body("hidden", visibility="hidden"), tenant_id=None
+    )
+    own = await desk.service.create_plan(plan_body("acme-own"), tenant_id="acme")
+    catalog = await desk.service.list_plans(tenant_id="acme", catalog=True)
+    assert {p["id"] for p in catalog} == {broker_plan["id"], own["id"]}
+    assert [p["id"] for p in await desk.service.list_plans(tenant_id="acme")] == [own["id"]]
+    with pytest.raises(PropError) as foreign:
+        await desk.service.provision(
+            hidden["id"],
+            TraderSpec(email="a@acme.test"),
+            tenant_id="acme",
+            source="zt4",
+            catalog=True,
+        )
+    assert foreign.value.status == 404
+    account = await desk.service.provision(
+        broker_plan["id"],
+        TraderSpec(email="a@acme.test"),
+        tenant_id="acme",
+        source="zt4",
+        external_ref="acme-1",
+        catalog=True,
+    )
+    assert account["tenant_id"] == "acme"
+    with pytest.raises(PropError) as other:
+        await desk.service.get_account(account["id"], tenant_id="globex")
+    assert other.value.status == 404
+    accounts, total = await desk.service.list_accounts(tenant_id="acme")
+    assert total == 1 and accounts[0]["id"] == account["id"]
+    retired = await desk.service.retire_plan(broker_plan["id"], tenant_id=None)
+    assert retired["status"] == "retired"
+    deleted = await desk.service.retire_plan(hidden["id"], tenant_id=None)
+    assert deleted["status"] == "deleted"
+    with pytest.raises(PropError) as closed:
+        await desk.service.provision(
+            broker_plan["id"],
+            TraderSpec(email="b@acme.test"),
+            tenant_id="acme",
+            source="zt4",
+            catalog=True,
+        )
+    assert closed.value.status == 409
+
+
+async def test_overrides_suspension_and_archiving(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    with pytest.raises(PropError) as invalid:
+        await desk.service.update_account(
+            account["id"],
+            {"rule_overrides": {"daily_loss": {"model": "nope"}, "ghost": {}}},
+            tenant_id=None,
+            actor="staff-1",
+        )
+    assert [item["loc"] for item in invalid.value.detail] == [
+        ["body", "rule_overrides", "daily_loss", "model"],
+        ["body", "rule_overrides"],
+    ]
+    await desk.service.update_account(
+        account["id"],
+        {"rule_overrides": {"daily_loss": {"amount": 1000}}, "tier": "gold"},
+        tenant_id=None,
+        actor="staff-1",
+    )
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    daily = next(r for r in metrics["rules"] if r["rule"] == "daily_loss")
+    assert daily["numbers"]["floor"] == "99000.00"
+    await desk.buy(login, "1")
+    suspended = await desk.service.update_account(
+        account["id"], {"status": "suspended"}, tenant_id=None, actor="staff-1"
+    )
+    assert suspended["status"] == "suspended" and suspended["tier"] == "gold"
+    refused = await desk.buy(login, "1")
+    assert refused["reason"] == "Trading disabled: challenge account is suspended"
+    active = await desk.service.update_account(
+        account["id"], {"status": "active"}, tenant_id=None, actor="staff-1"
+    )
+    assert active["status"] == "active"
+    # the override is live in the engine: 1,001 USD down breaches the 99,000 floor
+    await desk.quote("1.09001", "1.09010", "2026-03-02T11:00:00Z")
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "failed"
+    archived = await desk.service.archive(account["id"], tenant_id=None, actor="staff-1")
+    assert archived["status"] == "archived"
+    with pytest.raises(PropError) as again:
+        await desk.service.archive(account["id"], tenant_id=None, actor="staff-1")
+    assert again.value.status == 409
+
+
+async def test_news_blackout_refuses_orders_and_fails_on_a_take_profit_in_the_window(
+    desk: Desk,
+) -> None:
+    """A high-impact USD event at 12:30Z blacks EURUSD out from 12:28Z to 12:32Z: a
+    market order in the window is refused (flagged), and a TP the market fills in it
+    fails the phase with ``on_violation = "breach"``."""
+    await desk.kernel.calendar.upsert(
+        [
+            {
+                "event_name": "Non-Farm Payrolls",
+                "country": "US",
+                "currency": "USD",
+                "category": "employment",
+                "impact": "high",
+                "event_date": datetime(2026, 3, 2, 12, 30, tzinfo=UTC),
+                "actual": None,
+                "forecast": None,
+                "previous": None,
+            }
+        ]
+    )
+    body = plan_body()
+    body["phases"][0]["rules"].append(
+        {"type": "news_blackout", "params": {"on_violation": "breach"}}
+    )
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    ticket = (await desk.buy(login, "1"))["order"]
+    await desk.kernel.trading.modify_stops(login, ticket, None, Decimal("1.10100"))
+    await desk.quote("1.10050", "1.10052", "2026-03-02T12:28:30Z")
+    refused = await desk.buy(login, "1")
+    assert refused["status"] == "rejected"
+    assert [e["rule"] for e in await desk.events("risk.violation_flagged")] == ["news_blackout"]
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "active"
+    await desk.quote("1.10100", "1.10102", "2026-03-02T12:29:00Z")  # the TP fills
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["breach"]["rule"] == "news_blackout"
+    assert state["balance"] == Decimal("100098.00")
+    breach = (await desk.events("account.breached"))[0]
+    assert breach["rule"] == "news_blackout" and breach["floor"] is None
+
+
+async def test_equity_target_crossing_passes_the_phase_with_positions_open(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"][2]["params"] = {"amount": 2000, "basis": "equity"}
+    body["phases"][0]["rules"][3]["params"] = {"min_trading_days": 0}
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.12001", "1.12010", "2026-03-02T12:00:00Z")  # equity 101,999
+    assert (await desk.events("equity.threshold", "phase.passed")) == []
+    await desk.quote("1.12002", "1.12010", "2026-03-02T12:00:01Z")  # equity 102,000
+    events = await desk.events("equity.threshold", "target.reached", "phase.passed")
+    assert [(e["type"], e.get("level"), e.get("equity")) for e in events] == [
+        ("equity.threshold", "profit_target", "102000.00"),
+        ("target.reached", None, None),
+        ("phase.passed", None, None),
+    ]
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["phase"] == "phase_2" and state["balance"] == Decimal("100000.00")
+    async with desk.kernel.db.read() as session:
+        closes = (
+            await session.scalars(select(TradeHistory).where(TradeHistory.login == login))
+        ).all()
+    assert [(c.reason, c.profit) for c in closes] == [("prop-phase", Decimal("2000.00"))]

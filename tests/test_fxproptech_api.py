@@ -1,0 +1,656 @@
+"""FXPropTech-style partner API (plugin ``fxproptech``): ``/v1`` traders, evaluations,
+payouts and the ``/v1/trades/stream`` WebSocket, driven over HTTP with real partner
+OAuth2 tokens (seed ``fxproptech-rest-api.txt``)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, WSServerHandshakeError
+from aiohttp.test_utils import TestClient
+from conftest import Backends
+from identity_helpers import partner_client, partner_tenant
+from openapi_spec_validator import OpenAPIV31SpecValidator
+from sqlalchemy import select
+from support import DAY_START_MS, make_kernel, tick
+
+from brokerkernel.api.app import create_app
+from brokerkernel.kernel.events import DomainEvent
+from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
+from brokerkernel.kernel.runtime import Kernel
+from brokerkernel.kernel.storage.models import OutboxEvent
+from brokerkernel.plugins.challenges.service import challenge_service
+from brokerkernel.plugins.fxproptech.onboarding import Onboarding, message_id
+from brokerkernel.plugins.fxproptech.stream import TRADE_HUB, TradeClient
+
+Client = TestClient[Any, Any]
+Headers = dict[str, str]
+
+PLUGINS = (
+    "[plugins.challenges]\n[plugins.max_loss]\n[plugins.fxproptech]\nstream_heartbeat_s = 3600\n"
+)
+MAX_LOSS = {"type": "max_loss", "params": {"model": "static", "percent": 10}}
+UNKNOWN = "prop_does_not_exist"
+INSUFFICIENT = {"detail": "insufficient_scope"}
+STREAM = "/v1/trades/stream"
+DAY = 86_400_000
+
+#: Every REST route: (method, path, scope, status with only that scope for an unknown
+#: id / an empty body).
+ENDPOINTS = (
+    ("GET", "/v1/traders", "accounts:read", 200),
+    ("POST", "/v1/traders", "accounts:write", 422),
+    ("GET", f"/v1/traders/{UNKNOWN}", "accounts:read", 404),
+    ("PATCH", f"/v1/traders/{UNKNOWN}", "accounts:write", 422),
+    ("GET", f"/v1/evaluations/{UNKNOWN}", "accounts:read", 404),
+    ("POST", "/v1/evaluations", "accounts:write", 422),
+    ("POST", f"/v1/evaluations/{UNKNOWN}/pass", "accounts:write", 404),
+    ("DELETE", f"/v1/evaluations/{UNKNOWN}", "accounts:write", 404),
+    ("GET", "/v1/payouts", "payouts:read", 200),
+    ("POST", "/v1/payouts/approve", "payouts:write", 422),
+)
+
+
+@pytest.fixture
+async def kernel(
+    tmp_path: Path, database_url: str, redis_url: str | None, market_data_dir: Path
+) -> Kernel:
+    """The test kernel with the challenges and fxproptech plugins enabled."""
+    return make_kernel(tmp_path, database_url, redis_url, market_data_dir, extra=PLUGINS)
+
+
+async def partner(kernel: Kernel, tenant_id: str, scopes: Any = PARTNER_SCOPES) -> Headers:
+    return (await partner_client(kernel, tenant_id, scopes))[1]
+
+
+async def call(
+    client: Client, method: str, path: str, headers: Headers, json: Any = None, status: int = 200
+) -> Any:
+    response = await client.request(method, path, json=json, headers=headers)
+    body = await response.json()
+    assert response.status == status, (response.status, body)
+    return body
+
+
+async def plan(kernel: Kernel, tenant_id: str, code: str, phases: int = 1, rules: Any = ()) -> str:
+    created = await challenge_service(kernel).create_plan(
+        {
+            "code": code,
+            "name": f"{code} challenge",
+            "account_size": 100000,
+            "currency": "USD",
+            "phases": [{"name": f"phase_{n + 1}", "rules": list(rules)} for n in range(phases)],
+            "payout_first_after_days": 0,
+        },
+        tenant_id=tenant_id,
+    )
+    return str(created["id"])
+
+
+def trader_body(plan_id: str, email: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "email": email,
+        "first_name": "Tess",
+        "last_name": "Trader",
+        "plan_id": plan_id,
+        **extra,
+    }
+
+
+async def outbox(kernel: Kernel, type_: str) -> list[OutboxEvent]:
+    async with kernel.db.read() as session:
+        query = select(OutboxEvent).where(OutboxEvent.type == type_).order_by(OutboxEvent.seq)
+        return list(await session.scalars(query))
+
+
+async def test_every_route_needs_its_scope_and_a_prop_firm_tenant(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "off", enabled=False)
+    off = await partner(kernel, "off")
+    for method, path, scope, allowed in ENDPOINTS:
+        only = await partner(kernel, "acme", [scope])
+        others = await partner(kernel, "acme", [s for s in PARTNER_SCOPES if s != scope])
+        response = await client.request(method, path, json={}, headers=only)
+        assert response.status == allowed, (method, path, await response.text())
+        response = await client.request(method, path, json={}, headers=others)
+        assert (response.status, await response.json()) == (403, INSUFFICIENT), (method, path)
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer error="insufficient_scope", scope="{scope}"'
+        )
+        response = await client.request(method, path, json={}, headers=off)
+        assert (response.status, await response.json()) == (
+            403,
+            {"detail": "prop_firm_not_enabled"},
+        )
+        response = await client.request(method, path, json={})
+        assert (response.status, await response.json()) == (
+            401,
+            {"detail": "Missing or invalid Authorization header"},
+        )
+
+
+async def test_create_trader_provisions_an_evaluation_and_an_onboarding_message(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-100K")
+
+    body = await call(
+        client, "POST", "/v1/traders", acme, trader_body(plan_id, "tess@acme.io"), 201
+    )
+    assert body["id"].startswith("prop_")
+    assert {k: body[k] for k in ("email", "first_name", "last_name", "kyc_status")} == {
+        "email": "tess@acme.io",
+        "first_name": "Tess",
+        "last_name": "Trader",
+        "kyc_status": "not_started",
+    }
+    assert (body["status"], body["plan_id"], body["tier"]) == ("active", plan_id, None)
+    assert (body["balance"], body["equity"], body["pnl"], body["currency"]) == (
+        100000,
+        100000,
+        0,
+        "USD",
+    )
+    assert body["evaluation"] == {"id": body["id"], "phase": "phase_1", "status": "active"}
+    assert await call(client, "GET", f"/v1/traders/{body['id']}", acme) == body
+
+    await kernel.relay.drain()
+    await wait_for_outbox(kernel, "message.onboarding")
+    (created,) = await outbox(kernel, "trader.created")
+    (account,) = await outbox(kernel, "account.created")
+    (message,) = await outbox(kernel, "message.onboarding")
+    assert created.payload["customer_id"] == body["customer_id"]
+    assert account.payload["source"] == "fxproptech"
+    assert message.id == message_id(account.id)
+    assert message.payload == {
+        "tenant_id": "acme",
+        "account_id": body["id"],
+        "trader_id": body["id"],
+        "login": body["login"],
+        "plan_id": plan_id,
+        "phase": "phase_1",
+        "customer_id": body["customer_id"],
+        "email": "tess@acme.io",
+        "first_name": "Tess",
+        "last_name": "Trader",
+        "channel": "email",
+        "template": "fxproptech.onboarding",
+    }
+    # The bus delivers at least once: a redelivery sends nothing twice.
+    event = DomainEvent(account.id, account.type, account.payload, account.occurred_at)
+    await Onboarding(kernel).on_event(event)
+    assert len(await outbox(kernel, "message.onboarding")) == 1
+
+
+async def wait_for_outbox(kernel: Kernel, type_: str) -> None:
+    """The bus is asynchronous with Redis: wait (bounded) for an event row to appear."""
+    for _ in range(200):
+        if await outbox(kernel, type_):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {type_} event was written")
+
+
+async def test_patch_trader_status_tier_and_risk_limits(client: Client, kernel: Kernel) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-100K", rules=[MAX_LOSS])
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+    path = f"/v1/traders/{trader['id']}"
+    evaluation = f"/v1/evaluations/{trader['id']}"
+    (rule,) = (await call(client, "GET", evaluation, acme))["rules"]
+    assert (rule["rule"], rule["status"], rule["numbers"]["floor"]) == (
+        "max_loss",
+        "pass",
+        "90000.00",
+    )
+
+    limits = {"max_loss": {"percent": 12}}
+    body = await call(
+        client,
+        "PATCH",
+        path,
+        acme,
+        {"status": "suspended", "tier": "gold", "risk_limits": limits},
+    )
+    assert (body["status"], body["tier"], body["risk_limits"]) == ("suspended", "gold", limits)
+    (rule,) = (await call(client, "GET", evaluation, acme))["rules"]
+    assert rule["numbers"]["floor"] == "88000.00"
+    errors = await call(
+        client, "PATCH", path, acme, {"risk_limits": {"max_loss": {"percent": "a"}}}, 422
+    )
+    assert errors == {
+        "detail": [
+            {
+                "loc": ["body", "risk_limits", "max_loss", "percent"],
+                "msg": "'a' is not of type 'number'",
+                "type": "type",
+            }
+        ]
+    }
+    assert (await call(client, "GET", path, acme))["status"] == "suspended"
+    body = await call(client, "PATCH", path, acme, {"status": "active", "tier": None})
+    assert (body["status"], body["tier"]) == ("active", None)
+
+    errors = await call(
+        client, "PATCH", path, acme, {"status": "closed", "tier": "", "risk_limits": []}, 422
+    )
+    assert [(e["loc"], e["type"]) for e in errors["detail"]] == [
+        (["body", "risk_limits"], "type"),
+        (["body", "status"], "enum"),
+        (["body", "tier"], "minLength"),
+    ]
+    assert (await call(client, "PATCH", path, acme, {}, 422))["detail"][0]["type"] == (
+        "minProperties"
+    )
+
+
+async def test_list_traders_filters_by_status_plan_and_dates_with_pagination(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    small = await plan(kernel, "acme", "ACME-50K")
+    large = await plan(kernel, "acme", "ACME-200K")
+    ids = []
+    for day, (plan_id, email) in enumerate(
+        [(small, "a@a.io"), (small, "b@a.io"), (large, "c@a.io"), (small, "d@a.io")]
+    ):
+        tick(kernel, "EURUSD", "1.39286", "1.39298", DAY_START_MS + (day + 1) * DAY)
+        body = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, email), 201)
+        ids.append(body["id"])
+    await call(client, "PATCH", f"/v1/traders/{ids[1]}", acme, {"status": "suspended"})
+
+    async def listed(query: str) -> tuple[list[str], int]:
+        page = await call(client, "GET", f"/v1/traders{query}", acme)
+        return [t["id"] for t in page["items"]], page["total"]
+
+    assert await listed("") == (ids[::-1], 4)
+    assert await listed("?limit=2") == (ids[:1:-1], 4)
+    assert await listed("?limit=2&offset=2") == ([ids[1], ids[0]], 4)
+    assert await listed("?status=suspended") == ([ids[1]], 1)
+    assert await listed(f"?plan={large}") == ([ids[2]], 1)
+    assert await listed(f"?plan={small}&status=active") == ([ids[3], ids[0]], 2)
+    assert await listed("?created_from=2014-05-09&created_to=2014-05-10") == (
+        [ids[2], ids[1]],
+        2,
+    )
+    assert await listed("?created_from=2014-05-10T00:00:00Z") == ([ids[3], ids[2]], 2)
+    errors = await call(client, "GET", "/v1/traders?created_to=2014-02-30", acme, status=422)
+    assert [(e["loc"], e["type"]) for e in errors["detail"]] == [
+        (["query", "created_to"], "format")
+    ]
+    page = await call(client, "GET", "/v1/traders?limit=1&offset=3", acme)
+    assert (page["limit"], page["offset"], page["total"]) == (1, 3, 4)
+
+    errors = await call(
+        client,
+        "GET",
+        "/v1/traders?status=gone&limit=0&offset=x&created_from=soon",
+        acme,
+        status=422,
+    )
+    assert sorted((e["loc"][1], e["type"]) for e in errors["detail"]) == [
+        ("created_from", "pattern"),
+        ("limit", "minimum"),
+        ("offset", "type"),
+        ("status", "enum"),
+    ]
+
+
+async def test_a_partner_never_sees_another_partners_traders(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    acme_plan = await plan(kernel, "acme", "ACME-100K")
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(acme_plan, "t@a.io"), 201)
+    assert (await call(client, "GET", "/v1/traders", beta))["items"] == []
+    for method, path in (
+        ("GET", f"/v1/traders/{trader['id']}"),
+        ("GET", f"/v1/evaluations/{trader['id']}"),
+        ("POST", f"/v1/evaluations/{trader['id']}/pass"),
+        ("DELETE", f"/v1/evaluations/{trader['id']}"),
+    ):
+        response = await client.request(method, path, headers=beta)
+        assert response.status == 404, (method, path)
+    await call(client, "PATCH", f"/v1/traders/{trader['id']}", beta, {"tier": "x"}, 404)
+    # Beta can neither provision on Acme's plan nor for Acme's trader.
+    await call(client, "POST", "/v1/traders", beta, trader_body(acme_plan, "b@b.io"), 404)
+    await call(
+        client,
+        "POST",
+        "/v1/evaluations",
+        beta,
+        {"plan_id": acme_plan, "payment_reference": "pi_1", "trader_id": trader["id"]},
+        404,
+    )
+
+
+async def test_evaluations_are_provisioned_once_per_payment_then_passed_and_archived(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-2STEP", phases=2)
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+
+    body = {"plan_id": plan_id, "payment_reference": "pi_123", "trader_id": trader["id"]}
+    first = await call(client, "POST", "/v1/evaluations", acme, body, 201)
+    again = await call(client, "POST", "/v1/evaluations", acme, body, 201)
+    assert first["id"] == again["id"] != trader["id"]
+    assert (await call(client, "GET", "/v1/traders", acme))["total"] == 2
+    got = await call(client, "GET", f"/v1/evaluations/{first['id']}", acme)
+    assert got == first
+    assert (got["phase"], got["status"]) == ("phase_1", "active")
+    assert got["customer_id"] == trader["customer_id"]
+
+    new_trader = {
+        "plan_id": plan_id,
+        "payment_reference": "pi_456",
+        "trader": {"email": "new@a.io", "first_name": "Nia"},
+    }
+    other = await call(client, "POST", "/v1/evaluations", acme, new_trader, 201)
+    assert other["customer_id"] != trader["customer_id"]
+
+    errors = await call(
+        client, "POST", "/v1/evaluations", acme, {"trader_id": "x", "trader": {}}, 422
+    )
+    assert sorted(tuple(e["loc"]) for e in errors["detail"]) == [
+        ("body",),
+        ("body", "payment_reference"),
+        ("body", "plan_id"),
+        ("body", "trader", "email"),
+    ]
+
+    passed = await call(client, "POST", f"/v1/evaluations/{first['id']}/pass", acme)
+    assert passed["phase"] == "phase_2"
+    passed = await call(client, "POST", f"/v1/evaluations/{first['id']}/pass", acme)
+    assert passed["phase"] == "funded"
+    archived = await call(client, "DELETE", f"/v1/evaluations/{first['id']}", acme)
+    assert archived["status"] == "archived"
+    assert (await call(client, "GET", f"/v1/traders/{first['id']}", acme))["status"] == ("archived")
+
+
+async def test_payouts_list_and_approve(client: Client, kernel: Kernel) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    plan_id = await plan(kernel, "acme", "ACME-100K")
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+    await call(client, "POST", f"/v1/evaluations/{trader['id']}/pass", acme)
+    service = challenge_service(kernel)
+    await service.balance_operation(
+        trader["id"],
+        tenant_id="acme",
+        operation="adjust",
+        amount=Decimal(5000),
+        comment="profit",
+        actor="test",
+    )
+    payout = await service.request_payout(
+        trader["id"],
+        tenant_id="acme",
+        amount=Decimal(1000),
+        destination={"type": "bank", "iban": "CZ6508000000192000145399"},
+        execute=False,
+        actor="test",
+    )
+
+    page = await call(client, "GET", "/v1/payouts?status=pending", acme)
+    assert page["total"] == 1 and page["items"][0]["id"] == payout["id"]
+    listed = page["items"][0]
+    assert (listed["amount"], listed["trader_share"], listed["firm_share"]) == (1000, 800, 200)
+    assert listed["destination"] == {"type": "bank", "iban": "CZ6508000000192000145399"}
+    assert (await call(client, "GET", "/v1/payouts?status=processed", acme))["total"] == 0
+    assert (await call(client, "GET", "/v1/payouts", beta))["total"] == 0
+    await call(client, "POST", "/v1/payouts/approve", beta, {"payout_id": payout["id"]}, 404)
+
+    approved = await call(client, "POST", "/v1/payouts/approve", acme, {"payout_id": payout["id"]})
+    assert approved["status"] == "processed"
+    page = await call(client, "GET", f"/v1/payouts?status=processed&trader_id={trader['id']}", acme)
+    assert [p["id"] for p in page["items"]] == [payout["id"]]
+    assert (await call(client, "GET", f"/v1/traders/{trader['id']}", acme))["balance"] == 104000
+    errors = await call(client, "POST", "/v1/payouts/approve", acme, {"id": 1}, 422)
+    assert [(e["loc"], e["type"]) for e in errors["detail"]] == [
+        (["body", "payout_id"], "required"),
+        (["body"], "additionalProperties"),
+    ]
+
+
+# --- the trade stream --------------------------------------------------------------------
+
+
+async def receive(ws: Any) -> dict[str, Any]:
+    message = await ws.receive(timeout=10)
+    assert message.type is WSMsgType.TEXT, message
+    frame: dict[str, Any] = message.json()
+    return frame
+
+
+async def test_the_stream_sends_a_partners_own_trades_only(client: Client, kernel: Kernel) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    acme_trader = await call(
+        client,
+        "POST",
+        "/v1/traders",
+        acme,
+        trader_body(await plan(kernel, "acme", "A"), "a@a.io"),
+        201,
+    )
+    beta_trader = await call(
+        client,
+        "POST",
+        "/v1/traders",
+        beta,
+        trader_body(await plan(kernel, "beta", "B"), "b@b.io"),
+        201,
+    )
+    beta_token = beta["Authorization"].removeprefix("Bearer ")
+    async with (
+        client.ws_connect(STREAM, headers=acme) as acme_ws,
+        client.ws_connect(f"{STREAM}?access_token={beta_token}") as beta_ws,
+    ):
+        ready = await receive(acme_ws)
+        assert (ready["event"], ready["id"], ready["data"]) == (
+            "stream.ready",
+            None,
+            {"tenant_id": "acme"},
+        )
+        assert (await receive(beta_ws))["data"] == {"tenant_id": "beta"}
+
+        login = acme_trader["login"]
+        request_id = await kernel.trading.submit(login, "EURUSD", 0, Decimal("0.10"))
+        await kernel.trading.idle()
+        status = await kernel.trading.request_status(request_id)
+        assert status is not None and status["status"] == "executed", status
+        ticket = status["order"]
+        await kernel.trading.modify_stops(login, ticket, Decimal("1.30000"), None)
+        await kernel.trading.close(login, ticket)
+        await kernel.relay.drain()
+
+        opened, modified, closed = [await receive(acme_ws) for _ in range(3)]
+        assert [f["event"] for f in (opened, modified, closed)] == [
+            "trade.opened",
+            "trade.modified",
+            "trade.closed",
+        ]
+        assert opened["data"]["trader_id"] == acme_trader["id"]
+        assert {k: opened["data"][k] for k in ("login", "ticket", "symbol", "cmd", "volume")} == {
+            "login": login,
+            "ticket": ticket,
+            "symbol": "EURUSD",
+            "cmd": 0,
+            "volume": "0.10",
+        }
+        assert opened["data"]["price"] == "1.39298"
+        assert (modified["data"]["sl"], modified["data"]["previous_sl"]) == ("1.30000", None)
+        assert (closed["data"]["price"], closed["data"]["remaining_volume"]) == ("1.39286", "0.00")
+        assert closed["data"]["profit"] == "-1.20"
+        assert closed["ts"] == "2014-05-07T00:00:07.135000Z"
+        assert len({opened["id"], modified["id"], closed["id"]}) == 3
+
+        # Each stream gets its own tenant's trades only.
+        await kernel.trading.submit(beta_trader["login"], "EURUSD", 1, Decimal("1"))
+        await kernel.trading.idle()
+        await kernel.relay.drain()
+        beta_opened = await receive(beta_ws)
+        assert (beta_opened["event"], beta_opened["data"]["login"]) == (
+            "trade.opened",
+            beta_trader["login"],
+        )
+        assert beta_opened["data"]["trader_id"] == beta_trader["id"]
+        await acme_ws.send_json({"action": "ping"})
+        assert (await receive(acme_ws))["event"] == "pong"
+        await beta_ws.send_str("hello")
+        assert (await receive(beta_ws))["event"] == "error"
+
+
+@pytest.mark.skipif(
+    Backends.from_environment().redis_url is None, reason="needs Redis (several processes)"
+)
+async def test_a_stream_on_another_process_gets_the_trades(
+    client: Client,
+    kernel: Kernel,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> None:
+    """The bus hands each event to one process; every process's streams still get it."""
+    (tmp_path / "b").mkdir()
+    other = make_kernel(tmp_path / "b", database_url, redis_url, market_data_dir, extra=PLUGINS)
+    other_client = await aiohttp_client(create_app(other))
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    trader = await call(
+        client,
+        "POST",
+        "/v1/traders",
+        acme,
+        trader_body(await plan(kernel, "acme", "A"), "a@a.io"),
+        201,
+    )
+    await other.identity.rbac.changed()  # the tenant and client created on the first
+    async with other_client.ws_connect(STREAM, headers=acme) as ws:
+        assert (await receive(ws))["event"] == "stream.ready"
+        login = trader["login"]
+        request_id = await kernel.trading.submit(login, "EURUSD", 1, Decimal("0.05"))
+        await kernel.trading.idle()
+        status = await kernel.trading.request_status(request_id)
+        assert status is not None and status["status"] == "executed", status
+        await kernel.trading.close(login, status["order"])
+        opened, closed = await receive(ws), await receive(ws)
+        assert (opened["event"], opened["data"]["ticket"]) == ("trade.opened", status["order"])
+        assert (closed["event"], closed["data"]["profit"]) == ("trade.closed", "-0.60")
+
+
+async def test_stream_refuses_bad_tokens_and_closes_when_access_ends(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> None:
+    extra = "[plugins.challenges]\n[plugins.fxproptech]\nstream_heartbeat_s = 0.05\n"
+    kernel = make_kernel(tmp_path, database_url, redis_url, market_data_dir, extra=extra)
+    client = await aiohttp_client(create_app(kernel))
+    await partner_tenant(kernel, "acme")
+    client_id, acme = await partner_client(kernel, "acme", ["accounts:read"])
+    narrow = await partner(kernel, "acme", ["payouts:read"])
+
+    for headers, status in (({}, 401), (narrow, 403), ({"Authorization": "Bearer x"}, 401)):
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect(STREAM, headers=headers)
+        assert refused.value.status == status
+    assert (await client.get(STREAM, headers=acme)).status == 426
+
+    async with client.ws_connect(STREAM, headers=acme) as ws:
+        assert (await receive(ws))["event"] == "stream.ready"
+        heartbeat = await receive(ws)
+        assert (heartbeat["event"], heartbeat["data"]) == ("heartbeat", {})
+        await kernel.identity.partners.update_client(client_id, {"is_active": False})
+        message = await ws.receive(timeout=10)
+        if message.type is WSMsgType.TEXT:  # a heartbeat sent before the change
+            assert message.json()["event"] == "heartbeat"
+            message = await ws.receive(timeout=10)
+        assert message.type is WSMsgType.CLOSE
+        assert (ws.close_code, message.extra) == (4401, "Invalid token")
+
+
+async def test_the_v1_routes_are_documented(client: Client) -> None:
+    document = await call(client, "GET", "/openapi.json", {})
+    OpenAPIV31SpecValidator(document).validate()
+    paths = document["paths"]
+    documented = {
+        (method.upper(), path, operation["security"][0]["partnerOAuth"][0])
+        for path, item in paths.items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+        if method in ("get", "post", "patch", "delete")
+    }
+    assert documented == {(m, p.replace(UNKNOWN, "{id}"), s) for m, p, s, _ in ENDPOINTS} | {
+        ("GET", STREAM, "accounts:read")
+    }
+    create = paths["/v1/traders"]["post"]["requestBody"]["content"]["application/json"]
+    assert create["schema"]["required"] == ["email", "plan_id"]
+
+
+class _Transport:
+    """A transport whose peer stopped reading: ``buffered`` bytes are unsent."""
+
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, frame: bytes) -> None:
+        self.written.append(frame)
+
+    def abort(self) -> None:
+        raise AssertionError("the close handshake should be tried first")
+
+
+class _Socket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.closes: list[tuple[int, bytes]] = []
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        self.closes.append((code, message))
+
+
+async def test_a_slow_stream_client_is_closed_instead_of_slowing_the_others(
+    client: Client,
+) -> None:
+    hub = client.app[TRADE_HUB]
+    fast, slow = _Transport(0), _Transport(1_048_577)  # just above the default limit
+    clients = [
+        TradeClient(_Socket(), None, transport, "acme", "token")  # type: ignore[arg-type]
+        for transport in (fast, slow)
+    ]
+    frame = b"\x81\x02{}"
+    for stream in clients:
+        hub.write(stream, frame)
+    await hub.stop()  # waits for the closes running in the background
+    assert (fast.written, slow.written) == ([frame], [])
+    assert hub.dropped_slow == 1
+    assert (clients[0].ws.closes, clients[1].ws.closes) == ([], [(1008, b"Slow consumer")])
