@@ -27,7 +27,7 @@ import logging
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aiohttp import WSCloseCode, web
 from aiohttp_sse import EventSourceResponse
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S: Final = 5.0
 _TEXT_FIN: Final = 0x81
+#: The close message of a client dropped for its unsent data (code 1008).
+SLOW_CONSUMER: Final = "Slow consumer"
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -54,6 +56,35 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", _TEXT_FIN, 127, size)
     return header + payload
+
+
+def write_frame(
+    ws: web.WebSocketResponse, transport: asyncio.Transport | None, frame: bytes, max_buffer: int
+) -> Literal["sent", "gone", "slow"]:
+    """Write ``frame`` (bytes on the wire, e.g. :func:`text_frame`) straight into the
+    connection's ``transport``: ``"sent"``; ``"gone"`` (nothing written) when the
+    connection is closing or closed; ``"slow"`` (nothing written) when its unsent
+    data is above ``max_buffer`` bytes — the caller then closes it (1008
+    :data:`SLOW_CONSUMER`, :func:`close_socket`) instead of waiting, so a slow client
+    never slows the others."""
+    if transport is None or transport.is_closing() or ws.closed:
+        return "gone"
+    if transport.get_write_buffer_size() > max_buffer:
+        return "slow"
+    transport.write(frame)
+    return "sent"
+
+
+async def close_socket(
+    ws: web.WebSocketResponse, transport: asyncio.Transport | None, code: int, message: str
+) -> None:
+    """Close ``ws`` with ``code`` and ``message``; the connection is aborted when the
+    closing handshake fails or takes longer than 5 s (a peer that stopped reading)."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message.encode()), _CLOSE_TIMEOUT_S)
+    except Exception:
+        if transport is not None:
+            transport.abort()
 
 
 @dataclass(eq=False, slots=True)
@@ -139,7 +170,8 @@ class PriceHub:
         for client in clients:
             self.disconnect(client)
         await asyncio.gather(
-            *(self._close(client, code, message) for client in clients), return_exceptions=True
+            *(close_socket(c.ws, c.transport, code, message) for c in clients),
+            return_exceptions=True,
         )
 
     # --- connections ----------------------------------------------------------------
@@ -290,34 +322,24 @@ class PriceHub:
         self.write(client, text_frame(dumps(message).encode()))
 
     def write(self, client: PriceClient, frame: bytes) -> None:
-        """Write one frame, or drop the client when its unsent data is too much."""
-        transport = client.transport
-        if transport is None or transport.is_closing() or client.ws.closed:
+        """Write one frame (:func:`write_frame`), or drop the client when its unsent
+        data is too much."""
+        outcome = write_frame(client.ws, client.transport, frame, self._max_buffer)
+        if outcome == "gone":
             self.disconnect(client)
-            return
-        if transport.get_write_buffer_size() > self._max_buffer:
-            self._drop(client, WSCloseCode.POLICY_VIOLATION, "Slow consumer")
-            return
-        transport.write(frame)
-        self.frames_sent += 1
+        elif outcome == "slow":
+            self._drop(client, WSCloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+        else:
+            self.frames_sent += 1
 
     def _drop(self, client: PriceClient, code: int, message: str) -> None:
         """Stop sending to ``client`` now and close it in the background."""
         self.disconnect(client)
         self.dropped_slow += 1
         log.info("closing slow WebSocket price client (%s)", message)
-        task = asyncio.create_task(self._close(client, code, message))
+        task = asyncio.create_task(close_socket(client.ws, client.transport, code, message))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    async def _close(self, client: PriceClient, code: int, message: str) -> None:
-        try:
-            await asyncio.wait_for(
-                client.ws.close(code=code, message=message.encode()), _CLOSE_TIMEOUT_S
-            )
-        except Exception:
-            if client.transport is not None:
-                client.transport.abort()
 
     async def _heartbeats(self) -> None:
         while True:

@@ -11,7 +11,8 @@ account rule:
 * ``the5ers-50k`` (30%): daily loss ``max_balance_equity_pct`` 5%, max loss
   ``trailing_eod_balance`` 6%, target 8%, consistency 50%;
 * ``apex-200k`` (20%): max loss ``trailing_intraday_equity`` 3% locked at the initial
-  balance (a ``max_loss.peak`` ceiling per account), target 6% on equity (a ceiling).
+  balance (a risk-engine trailing floor per account: the engine raises the account's
+  equity peak vectorised on every tick), target 6% on equity (a ceiling).
 
 Balances are the plan sizes; 2% of accounts start their day 0-50 USD above their
 daily floor so that real price moves cross it, and before the paced phase 2,000 more
@@ -25,7 +26,7 @@ Measured:
   path run inline: the account's rules evaluated in Decimal on its equity quantised to
   cents (the kernel's job adds the database round trip of the order worker, measured
   by ``bench_orders.py``); a breach removes the account's positions and books the
-  equity (``remove_position`` + ``update_money``), a new peak re-levels the account;
+  equity (``remove_position`` + ``update_money``);
 * **tick -> breach event** at a paced ``--rate`` ticks/s: an asyncio producer publishes
   each tick on schedule and stamps it; crossings go through an ``asyncio.Queue`` to a
   consumer, which records stamp -> receipt of each floor crossing (as ``bench_risk.py``
@@ -33,7 +34,8 @@ Measured:
   stand-in (crossings of one tick are handled one after the other);
 * **day reset** of every plan for all accounts: :meth:`PropEngine.day_snapshots` (new
   day snapshot from the exact balance and the engine's floating P&L quantised to
-  cents, peaks, re-level) plus ``RiskEngine.settle`` (levels recomputed and evaluated);
+  cents, peaks, daily floors replaced in bulk through ``DailyLoss.day_levels`` and
+  ``RiskEngine.set_level_values``) plus ``RiskEngine.settle`` (accounts evaluated);
   the one bulk UPDATE of the rows is not included;
 * memory: RSS before/after the build, the engine's NumPy bytes.
 
@@ -154,8 +156,8 @@ class TickRule:
 
 class ExactPath:
     """Stand-in for the kernel's exact path (module docstring): evaluate the account's
-    rules in Decimal, fail it on a breach (positions removed, equity booked), raise
-    its peak on a ``*.peak`` ceiling."""
+    rules in Decimal on the engine's equity peak, fail it on a breach (positions
+    removed, equity booked)."""
 
     def __init__(self, risk: RiskEngine, prop: PropEngine, tickets: dict[int, list[int]]) -> None:
         self.risk = risk
@@ -163,16 +165,11 @@ class ExactPath:
         self.tickets = tickets
         self.breaches = 0
         self.warnings = 0
-        self.peaks = 0
         self.evaluations = 0
 
     def handle(self, crossing: Crossing) -> bool:
         """True when the crossing ended in a breach."""
         if crossing.rule != RULE_NAME:
-            return False
-        if crossing.kind is LevelKind.CEILING and crossing.level_name.endswith(".peak"):
-            self.peaks += 1
-            self.prop.on_crossing(crossing)  # the plugin's in-memory peak path
             return False
         login = crossing.login
         view = self.prop.views.get(login)
@@ -181,7 +178,11 @@ class ExactPath:
         self.evaluations += 1
         equity = Decimal(repr(self.risk.equity(login))).quantize(CENT)
         balance = view.day.start_balance
-        state = view.input(self.prop.now(), balance, equity)
+        peak = self.risk.peak(login)
+        history = view.history
+        if peak is not None and peak > history.peak_equity:
+            history = replace(history, peak_equity=peak)
+        state = view.input(self.prop.now(), balance, equity, history=history)
         results = [configured.rule.evaluate(state) for configured in view.rules]
         if any(
             r.status is Status.BREACH and not c.rule.objective
@@ -193,7 +194,7 @@ class ExactPath:
                 self.risk.remove_position(ticket)
             self.risk.update_money(login, equity, Decimal(0), Decimal(0))
             return True
-        if ".warn_" in crossing.level_name and crossing.kind is LevelKind.FLOOR:
+        if ".warn_" in crossing.level_name and crossing.kind.is_floor:
             self.warnings += 1
         return False
 
@@ -215,7 +216,11 @@ def build(
         refresh=lambda login: holder["risk"].refresh(login),
         floating=floating,
         now=lambda: clock["now"],
-        exact_equity=lambda login: Decimal(repr(holder["risk"].equity(login))),
+        peak=lambda login: holder["risk"].peak(login),
+        seed_peak=lambda login, peak: holder["risk"].set_peak(login, peak),
+        set_levels=lambda logins, values: holder["risk"].set_level_values(
+            RULE_NAME, logins, values
+        ),
     )
     risk = RiskEngine([StopOutRule(), MarginCallRule(), TickRule(prop)], sink=relay)
     holder["risk"] = risk
@@ -283,6 +288,7 @@ def build(
             history=History(size, size, trading_days=frozenset({day})),
             rules=prop.rules_for(plan, 0, {}),
         )
+        risk.set_peak(login, size)
     for ticket, (owner, instrument, side, volume, price) in enumerate(
         zip(
             book.owner.tolist(),
@@ -356,7 +362,7 @@ async def paced(risk: RiskEngine, exact: ExactPath, ticks, rate: float, queue) -
             breaches = 0
             for crossing in batch:
                 stamped = stamps.pop(id(crossing))
-                floor = crossing.rule == RULE_NAME and crossing.kind is LevelKind.FLOOR
+                floor = crossing.rule == RULE_NAME and crossing.kind.is_floor
                 if floor and ".warn_" not in crossing.level_name:
                     received.append((arrived - stamped) * 1000)
                 if exact.handle(crossing):
@@ -446,12 +452,16 @@ def main() -> None:
     risk.settle()
     before = exact.breaches
 
+    trailing = sum(
+        any(w.level.kind is LevelKind.TRAILING_FLOOR for w in risk.watched(login))
+        for login in book.logins.tolist()
+    )
     rate, cpu_rate = throughput(risk, exact, ticks[: args.ticks], pending)
     print(
         f"sustained: {rate:,.0f} ticks/s wall, {cpu_rate:,.0f} per CPU second over "
         f"{args.ticks:,} ticks (target 10,000); exact evaluations {exact.evaluations:,}, "
-        f"breaches {exact.breaches - before:,}, new peaks {exact.peaks:,}, "
-        f"warnings {exact.warnings:,}"
+        f"breaches {exact.breaches - before:,}, warnings {exact.warnings:,}; "
+        f"trailing-floor accounts {trailing:,}"
     )
 
     # 2,000 more accounts 0-200 USD above their daily floor for the paced phase

@@ -4,6 +4,11 @@ A service calls :func:`record_event` inside its unit of work, so the event row c
 or rolls back with the change that caused it. The :class:`OutboxRelay` then publishes
 committed events to the bus (in-process by default, Redis Streams with ``REDIS_URL``)
 and marks them published. Delivery is at least once; ``DomainEvent.id`` is stable.
+
+A subscriber takes events one at a time (``bus.subscribe(handler)``) or a whole relay
+batch at once (``bus.subscribe_batch(handler)``: one call per batch, e.g. to write
+what the batch causes in one transaction). Either way an event counts as delivered
+(outbox row published, stream entry acknowledged) only after every handler returned.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[["DomainEvent"], Awaitable[None] | None]
+BatchHandler = Callable[[Sequence["DomainEvent"]], Awaitable[None] | None]
 STREAM = "brokerkernel:events"
 CONSUMER_GROUP = "brokerkernel"
 
@@ -93,8 +99,38 @@ async def dispatch(handlers: Sequence[EventHandler], event: DomainEvent) -> None
             log.exception("event handler %r failed on %s %s", handler, event.type, event.id)
 
 
+class Handlers:
+    """A bus's subscribers: per-event handlers and batch handlers."""
+
+    def __init__(self) -> None:
+        self.each: list[EventHandler] = []
+        self.batch: list[BatchHandler] = []
+
+    async def dispatch(self, events: Sequence[DomainEvent]) -> None:
+        """Every event to the per-event handlers in order, then the whole batch to each
+        batch handler; a handler that raises is logged, the others still run."""
+        for event in events:
+            await dispatch(self.each, event)
+        if not events:
+            return
+        for handler in self.batch:
+            try:
+                result = handler(events)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception(
+                    "batch event handler %r failed on %d events from %s",
+                    handler,
+                    len(events),
+                    events[0].id,
+                )
+
+
 class EventBus(Protocol):
     def subscribe(self, handler: EventHandler) -> None: ...
+
+    def subscribe_batch(self, handler: BatchHandler) -> None: ...
 
     async def publish(self, events: Sequence[DomainEvent]) -> None: ...
 
@@ -107,14 +143,17 @@ class InProcessBus:
     """Delivers events to this process's handlers (the single-process default)."""
 
     def __init__(self) -> None:
-        self._handlers: list[EventHandler] = []
+        self._handlers = Handlers()
 
     def subscribe(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
+        self._handlers.each.append(handler)
+
+    def subscribe_batch(self, handler: BatchHandler) -> None:
+        """``handler`` gets each relay batch (up to the relay's ``batch`` events) whole."""
+        self._handlers.batch.append(handler)
 
     async def publish(self, events: Sequence[DomainEvent]) -> None:
-        for event in events:
-            await dispatch(self._handlers, event)
+        await self._handlers.dispatch(events)
 
     async def start(self) -> None:
         return None
@@ -128,21 +167,27 @@ class RedisStreamBus:
 
     Every event is handled once across all kernel processes (each process is a
     consumer of the group); a process that dies leaves its pending entries to be
-    claimed by the others after ``claim_idle_ms``.
+    claimed by the others after ``claim_idle_ms``. The entries of one read are handled
+    as one batch (batch handlers get them together) and acknowledged together after
+    every handler returned.
     """
 
     def __init__(self, redis: Redis, maxlen: int = 1_000_000, claim_idle_ms: int = 30_000) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._claim_idle_ms = claim_idle_ms
-        self._handlers: list[EventHandler] = []
+        self._handlers = Handlers()
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._block_ms = 500
 
     def subscribe(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
+        self._handlers.each.append(handler)
+
+    def subscribe_batch(self, handler: BatchHandler) -> None:
+        """``handler`` gets the entries of each stream read (up to 200) together."""
+        self._handlers.batch.append(handler)
 
     async def publish(self, events: Sequence[DomainEvent]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -202,11 +247,15 @@ class RedisStreamBus:
                 await asyncio.sleep(1)
 
     async def _handle(self, entries: Sequence[tuple[Any, dict[Any, Any]]]) -> None:
-        for entry_id, fields in entries:
+        if not entries:
+            return
+        events = []
+        for _entry_id, fields in entries:
             raw = fields.get(b"event") or fields.get("event")
             if raw is not None:
-                await dispatch(self._handlers, DomainEvent.from_json(raw))
-            await self._redis.xack(STREAM, CONSUMER_GROUP, entry_id)
+                events.append(DomainEvent.from_json(raw))
+        await self._handlers.dispatch(events)
+        await self._redis.xack(STREAM, CONSUMER_GROUP, *(entry_id for entry_id, _ in entries))
 
 
 class OutboxRelay:

@@ -104,6 +104,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/platform/accounts/{login}/mode"): Row("manage_groups"),
     ("GET", "/api/prices/outages"): Row("view_audit"),
     ("POST", "/api/platform/prices/{symbol}"): Row("manage_prices"),
+    ("POST", "/api/platform/calendar"): Row("manage_broker_config"),
     ("GET", "/api/customer/ws/prices"): Row(PUBLIC),
     ("POST", "/payments/session"): Row(CUSTOMER, denied="Customer access required"),
     ("POST", "/payments/bridgerpay/session"): Row(denied="Customer access required"),

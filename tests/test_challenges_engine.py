@@ -10,7 +10,7 @@ of 0.00001 moves equity by exactly 1 USD.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,13 +18,18 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from support import create_admin, make_kernel, manual_quote, staff_headers
 
 from brokerkernel.api.app import create_app
+from brokerkernel.kernel.prop.rules import RuleResult, Status
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent, TradeHistory
-from brokerkernel.plugins.challenges import idle
+from brokerkernel.kernel.trading.errors import TradingError
+from brokerkernel.kernel.trading.pending import PendingRequest
+from brokerkernel.plugins.challenges import engine_of, idle
+from brokerkernel.plugins.challenges.engine import ConfiguredRule
+from brokerkernel.plugins.challenges.models import PropAccount
 from brokerkernel.plugins.challenges.service import (
     ChallengeService,
     PropError,
@@ -33,6 +38,7 @@ from brokerkernel.plugins.challenges.service import (
 )
 from brokerkernel.plugins.replay.sources import sources_for
 
+D = Decimal
 RULES = """
 [plugins.challenges]
 auto_advance = true
@@ -471,7 +477,7 @@ async def test_payouts_split_cadence_and_minimum(desk: Desk) -> None:
 
 
 async def test_reset_restores_a_failed_account_for_its_phase(desk: Desk) -> None:
-    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    plan = await desk.service.create_plan(plan_body(reset_fee=Decimal("89.5")), tenant_id=None)
     account = await provision(desk, plan)
     login = account["login"]
     await desk.buy(login, "1")
@@ -480,10 +486,18 @@ async def test_reset_restores_a_failed_account_for_its_phase(desk: Desk) -> None
     state = await desk.service.reset(account["id"], tenant_id=None, actor="staff-1")
     assert state["status"] == "active" and state["phase"] == "phase_1"
     assert state["balance"] == Decimal("100000.00") and state["breach"] is None
-    assert (await ledger_rows(desk, login))[-1] == (
-        "correction_in",
-        Decimal(4000),
-        Decimal(100000),
+    assert state["reset_fee"] == Decimal("89.5")
+    # the fee is owed outside: the only money move is the correction back to the size
+    assert (await ledger_rows(desk, login))[-2:] == [
+        ("trade_pnl", Decimal(-4000), Decimal(96000)),
+        ("correction_in", Decimal(4000), Decimal(100000)),
+    ]
+    [reset] = await desk.events("account.reset")
+    assert (reset["reset_fee"], reset["currency"], reset["actor"], reset["phase"]) == (
+        "89.50",
+        "USD",
+        "staff-1",
+        "phase_1",
     )
     assert (await desk.buy(login, "1"))["status"] == "executed"
     metrics = await desk.service.metrics(account["id"], tenant_id=None)
@@ -770,3 +784,390 @@ async def test_equity_target_crossing_passes_the_phase_with_positions_open(desk:
             await session.scalars(select(TradeHistory).where(TradeHistory.login == login))
         ).all()
     assert [(c.reason, c.profit) for c in closes] == [("prop-phase", Decimal("2000.00"))]
+
+
+NFP = {
+    "event_name": "Non-Farm Payrolls",
+    "country": "US",
+    "currency": "USD",
+    "category": "employment",
+    "impact": "high",
+    "event_date": datetime(2026, 3, 2, 12, 30, tzinfo=UTC),
+    "actual": None,
+    "forecast": None,
+    "previous": None,
+}
+NFP_CLOSE = (
+    "News blackout: no close on EURUSD from 2 min before to 2 min after "
+    "Non-Farm Payrolls (USD, 2026-03-02T12:30:00Z)"
+)
+
+
+async def test_a_traders_close_in_a_news_window_is_refused_and_flagged(desk: Desk) -> None:
+    await desk.kernel.calendar.upsert([NFP])
+    body = plan_body()
+    body["phases"][0]["rules"].append({"type": "news_blackout", "params": {}})
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    ticket = (await desk.buy(login, "1"))["order"]
+    await desk.quote("1.10050", "1.10052", "2026-03-02T12:29:00Z")
+    with pytest.raises(TradingError) as full:
+        await desk.kernel.trading.close(login, ticket)
+    assert (full.value.status, full.value.detail) == (409, NFP_CLOSE)
+    partial = await desk.client.delete(
+        f"/api/crm/orders/{ticket}?login={login}&volume=0.5", headers=desk.staff
+    )
+    assert partial.status == 409
+    assert await partial.json() == {"detail": NFP_CLOSE}
+    await idle(desk.kernel)
+    flagged = await desk.events("risk.violation_flagged")
+    assert [(e["rule"], e["reason"]) for e in flagged] == [("news_blackout", NFP_CLOSE)] * 2
+    held = desk.kernel.trading.book.get(login)
+    assert held is not None and held.positions[ticket].volume == Decimal(1)
+    await desk.quote("1.10050", "1.10052", "2026-03-02T12:32:01Z")  # after the window
+    closed = await desk.kernel.trading.close(login, ticket, Decimal("0.5"))
+    assert closed["profit"] == Decimal("24.00")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "active"
+
+
+async def test_a_netting_deal_that_closes_in_a_news_window_is_refused(desk: Desk) -> None:
+    await desk.kernel.calendar.upsert([NFP])
+    body = plan_body()
+    body["phases"][0]["rules"].append({"type": "news_blackout", "params": {}})
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    assert await desk.kernel.trading.set_account_mode(login, "netting") == "netting"
+    assert (await desk.buy(login, "1"))["status"] == "executed"
+    await desk.quote("1.10050", "1.10052", "2026-03-02T12:29:00Z")
+    refused = await desk.buy(login, "1", cmd=1)  # a sell closing the netting position
+    assert (refused["status"], refused["reason"]) == ("rejected", NFP_CLOSE)
+    held = desk.kernel.trading.book.get(login)
+    assert held is not None and [p.volume for p in held.positions.values()] == [Decimal(1)]
+
+
+class Warner:
+    """A test rule answering ``warn`` to every order."""
+
+    name = "warner"
+    objective = False
+
+    def levels(self, state: Any) -> list[Any]:
+        return []
+
+    def evaluate(self, state: Any) -> RuleResult:
+        return RuleResult(self.name, Status.PASS)
+
+    def check_order(self, state: Any, order: Any) -> RuleResult:
+        return RuleResult(self.name, Status.WARN, f"Large order: {order.volume} lots")
+
+    def deadlines(self, state: Any) -> list[Any]:
+        return []
+
+
+async def test_a_warn_lets_a_traders_order_through_and_flags_it(desk: Desk) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await idle(desk.kernel)  # the account's cached view settled
+    engine = engine_of(desk.kernel)
+    view = engine.views[login]
+    engine.views[login] = replace(view, rules=(*view.rules, ConfiguredRule("warner", Warner())))
+    assert (await desk.buy(login, "1.5"))["status"] == "executed"
+    flagged = await desk.events("risk.violation_flagged")
+    assert [(e["rule"], e["reason"], e["account_id"]) for e in flagged] == [
+        ("warner", "Large order: 1.5 lots", account["id"])
+    ]
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "active"
+
+
+async def test_exposure_limit_sums_the_positions_notional_in_usd(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"].append(
+        {"type": "order_limits", "params": {"max_exposure_usd": 250000}}
+    )
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    # 1 lot at ask 1.10002 = 110,002 USD; an open lot counts at the mid 1.10001
+    assert (await desk.buy(login, "1"))["status"] == "executed"
+    assert (await desk.buy(login, "1"))["status"] == "executed"  # 110,001 + 110,002
+    refused = await desk.buy(login, "1")
+    assert refused["status"] == "rejected"
+    assert refused["reason"] == ("Exposure 330004.00 USD would exceed the maximum of 250000 USD")
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    limits = next(r for r in metrics["rules"] if r["rule"] == "order_limits")
+    assert limits["numbers"]["exposure_usd"] == "220002.00"
+
+
+async def test_a_pending_order_over_the_limit_fills_and_is_flagged(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"].append({"type": "order_limits", "params": {"max_lots_per_order": 2}})
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.kernel.trading.place_pending(
+        PendingRequest(login, "EURUSD", 4, Decimal(3), Decimal("1.10050"))
+    )
+    await desk.quote("1.10048", "1.10050", "2026-03-02T10:05:00Z")  # the buy stop triggers
+    held = desk.kernel.trading.book.get(login)
+    assert held is not None
+    assert [p.volume for p in held.positions.values()] == [Decimal(3)]
+    flagged = await desk.events("risk.violation_flagged")
+    assert [(e["rule"], e["reason"]) for e in flagged] == [
+        ("order_limits", "Order volume 3 lots exceeds the maximum of 2")
+    ]
+    assert (await desk.service.get_account(account["id"], tenant_id=None))["status"] == "active"
+
+
+async def test_a_partner_provisions_only_its_own_plans_without_the_catalog(desk: Desk) -> None:
+    broker_plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    own = await desk.service.create_plan(plan_body("acme-own"), tenant_id="acme")
+    trader = TraderSpec(email="a@acme.test")
+    with pytest.raises(PropError) as foreign:
+        await desk.service.provision(broker_plan["id"], trader, tenant_id="acme", source="zt4")
+    assert (foreign.value.status, foreign.value.detail) == (404, "Plan not found")
+    mine = await desk.service.provision(own["id"], trader, tenant_id="acme", source="zt4")
+    sold = await desk.service.provision(
+        broker_plan["id"], trader, tenant_id="acme", source="zt4", catalog=True
+    )
+    assert (mine["plan_id"], sold["plan_id"]) == (own["id"], broker_plan["id"])
+
+
+async def test_metrics_carry_phase_and_status_and_a_page_costs_the_same_queries(
+    desk: Desk,
+) -> None:
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    accounts = [await provision(desk, plan, f"order-{n}") for n in range(3)]
+    await desk.buy(accounts[0]["login"], "1")
+    metrics = await desk.service.metrics(accounts[0]["id"], tenant_id=None)
+    assert (metrics["phase"], metrics["status"], metrics["trading_days"]) == (
+        "phase_1",
+        "active",
+        1,
+    )
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # the listing's reads (other tasks, e.g. the outbox relay, may query meanwhile)
+        if any(table in statement for table in ("prop_", "trading_accounts", "positions")):
+            statements.append(statement)
+
+    await desk.service.list_accounts(tenant_id=None)  # every trading account cached
+    sync_engine = desk.kernel.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        one, total = await desk.service.list_accounts(tenant_id=None, limit=1)
+        single = len(statements)
+        statements.clear()
+        page, _ = await desk.service.list_accounts(tenant_id=None)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    assert total == 3 and len(one) == 1 and len(page) == 3
+    assert len(statements) == single == 5  # count, page, days, profit, trading accounts
+    first = next(a for a in page if a["id"] == accounts[0]["id"])
+    assert (first["trading_days"], first["balance"]) == (1, Decimal("100000.00"))
+
+
+async def test_scaling_grows_a_funded_account_after_a_qualifying_cycle(desk: Desk) -> None:
+    """Every month with >= 2% profit and >= 1 payout the size grows 25% (at most
+    150,000) and the trader's share becomes 90%."""
+    scaling = {
+        "every_months": 1,
+        "min_profit_pct": 2,
+        "min_payouts": 1,
+        "increase_pct": 25,
+        "max_size": 150000,
+        "profit_split": 90,
+    }
+    account = await funded_account(desk, scaling=scaling)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.13002", "1.13010", "2026-03-03T10:00:00Z")
+    await close_all_positions(desk, login)  # +3,000: balance 103,000
+
+    async def payout(amount: str) -> dict[str, Any]:
+        return await desk.service.request_payout(
+            account["id"],
+            tenant_id=None,
+            amount=Decimal(amount),
+            destination=None,
+            execute=True,
+            actor="staff-1",
+        )
+
+    await desk.quote("1.13002", "1.13010", "2026-03-16T10:00:00Z")
+    await payout("1000")  # within the first month: no scaling
+    assert await desk.events("account.scaled") == []
+    await desk.quote("1.13002", "1.13010", "2026-04-02T10:00:00Z")
+    second = await payout("500")
+    assert (second["trader_share"], second["firm_share"]) == (Decimal("400.00"), Decimal("100.00"))
+    [scaled] = await desk.events("account.scaled")
+    assert {k: scaled[k] for k in scaled if k not in ("account_id", "customer_id", "login")} == {
+        "type": "account.scaled",
+        "tenant_id": None,
+        "plan_id": account["plan_id"],
+        "phase": "funded",
+        "previous_size": "100000.00",
+        "account_size": "125000.00",
+        "increase": "25000.00",
+        "cycle_profit": "3000.00",  # payouts 1,500 + balance 101,500 - initial 100,000
+        "payouts": 2,
+        "profit_split": "90",
+    }
+    assert (await ledger_rows(desk, login))[-2:] == [
+        ("withdrawal", Decimal(-500), Decimal(101500)),
+        ("deposit", Decimal(25000), Decimal(126500)),
+    ]
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert (state["account_size"], state["initial_balance"], state["profit_split"]) == (
+        Decimal(125000),
+        Decimal(125000),
+        Decimal(90),
+    )
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    floor = next(r for r in metrics["rules"] if r["rule"] == "max_loss")["numbers"]["floor"]
+    assert floor == "112500.00"  # 10% under the new size
+    await desk.quote("1.13002", "1.13010", "2026-04-16T10:00:00Z")
+    third = await payout("1000")  # the new split; the next cycle runs to 2026-05-02
+    assert (third["trader_share"], third["firm_share"]) == (Decimal("900.00"), Decimal("100.00"))
+    assert len(await desk.events("account.scaled")) == 1
+    reset = await desk.service.reset(account["id"], tenant_id=None, actor="staff-1")
+    assert (reset["account_size"], reset["profit_split"], reset["reset_fee"]) == (
+        Decimal(100000),
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+async def test_trailing_intraday_max_loss_follows_the_peak_locks_and_breaches_exactly(
+    desk: Desk, inclusive: bool
+) -> None:
+    """Apex style: 2,500 below the intraday equity peak, locked at initial + 100. The
+    risk engine trails the floor itself (no evaluation per new high); the warning, the
+    lock and the boundary (``<`` / ``<=``) are exact."""
+    body = plan_body()
+    body["phases"][0]["rules"] = [
+        {
+            "type": "max_loss",
+            "params": {
+                "model": "trailing_intraday_equity",
+                "amount": 2500,
+                "lock_offset": 100,
+                "warn_at_pct": [50],
+                "inclusive": inclusive,
+            },
+        },
+        {"type": "profit_target", "params": {"amount": 10000}},
+    ]
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")  # at ask 1.10002
+    risk = desk.kernel.risk
+
+    def trail() -> tuple[Decimal | None, list[Decimal | None]]:
+        return risk.peak(login), [w.floor for w in risk.watched(login) if w.rule == "prop"]
+
+    await desk.quote("1.11002", "1.11010", "2026-03-02T11:00:00Z")  # equity 101,000
+    assert trail() == (D("101000"), [D("98500"), D("99750")])
+    await desk.quote("1.10502", "1.10510", "2026-03-02T11:01:00Z")  # 100,500: floor stays
+    assert trail() == (D("101000"), [D("98500"), D("99750")])
+    await desk.quote("1.13002", "1.13010", "2026-03-02T11:02:00Z")  # 103,000: locked
+    assert trail() == (D("103000"), [D("100100"), D("101350")])
+    assert await desk.events("drawdown.warning", "account.breached") == []
+    await desk.quote("1.11302", "1.11310", "2026-03-02T11:03:00Z")  # 101,300: warning
+    warning = await desk.events("drawdown.warning")
+    assert [(w["rule"], w["threshold_pct"], w["floor"], w["equity"]) for w in warning] == [
+        ("max_loss", "50", "100100.00", "101300.00")
+    ]
+    await desk.quote("1.10102", "1.10110", "2026-03-02T11:04:00Z")  # 100,100: the lock
+    breaches = await desk.events("account.breached")
+    if not inclusive:
+        assert breaches == []
+        await desk.quote("1.10101", "1.10110", "2026-03-02T11:05:00Z")  # 100,099
+        breaches = await desk.events("account.breached")
+    assert [(b["rule"], b["floor"]) for b in breaches] == [("max_loss", "100100.00")]
+    assert breaches[0]["equity"] == ("100100.00" if inclusive else "100099.00")
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["breach"]["floor"] == D("100100")
+    async with desk.kernel.db.read() as session:
+        row = await session.scalar(select(PropAccount).where(PropAccount.login == login))
+    assert row is not None and row.peak_equity == D("103000")
+
+
+async def test_day_reset_replaces_the_daily_floor_of_open_accounts_in_bulk(desk: Desk) -> None:
+    """The5ers-style floor max(SB, SE) - 3,000: a floating profit at the reset raises it
+    through the bulk path (no new end-of-day balance high, so no full re-level), and
+    the next fall crosses the new floor, not yesterday's."""
+    body = plan_body()
+    body["phases"][0]["rules"][0]["params"] = {
+        "model": "max_balance_equity_pct",
+        "amount": 3000,
+        "warn_at_pct": [50],
+    }
+    body["phases"][0]["rules"][2]["params"] = {"amount": 10000}
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")  # at ask 1.10002
+    await desk.quote("1.12002", "1.12010", "2026-03-02T22:59:00Z")  # floating +2,000
+
+    def daily() -> list[tuple[str, Decimal]]:
+        return [
+            (w.level.name, w.level.value)
+            for w in desk.kernel.risk.watched(login)
+            if w.level.name.startswith("daily_loss")
+        ]
+
+    assert daily() == [("daily_loss", D(97000)), ("daily_loss.warn_50", D(98500))]
+    await desk.quote("1.12002", "1.12010", "2026-03-02T23:00:00Z")  # Prague midnight
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["day"].isoformat() == "2026-03-03"
+    assert (state["day_start_balance"], state["day_start_equity"]) == (D(100000), D(102000))
+    assert daily() == [("daily_loss", D(99000)), ("daily_loss.warn_50", D(100500))]
+    await desk.quote("1.09003", "1.09010", "2026-03-03T08:00:00Z")  # 99,001: above
+    assert await desk.events("account.breached") == []
+    await desk.quote("1.09001", "1.09010", "2026-03-03T08:01:00Z")  # 98,999
+    breach = (await desk.events("account.breached"))[0]
+    assert (breach["rule"], breach["floor"], breach["equity"]) == (
+        "daily_loss",
+        "99000.00",
+        "98999.00",
+    )
+
+
+async def test_equity_peaks_reached_between_evaluations_are_persisted(desk: Desk) -> None:
+    body = plan_body()
+    body["phases"][0]["rules"] = [
+        {"type": "max_loss", "params": {"model": "trailing_intraday_equity", "amount": 2500}}
+    ]
+    plan = await desk.service.create_plan(body, tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.buy(login, "1")  # at ask 1.10002
+
+    async def stored() -> Decimal:
+        async with desk.kernel.db.read() as session:
+            return D(
+                await session.scalar(
+                    select(PropAccount.peak_equity).where(PropAccount.login == login)
+                )
+            )
+
+    await desk.quote("1.11502", "1.11510", "2026-03-02T11:00:00Z")  # a new high: no job
+    assert (await stored(), desk.kernel.risk.peak(login)) == (D(100000), D(101500))
+    engine = engine_of(desk.kernel)
+    assert await engine.persist_peaks(desk.kernel.db) == 1  # what shutdown does
+    assert await stored() == D(101500)
+    # a restart: a fresh engine knows no peak; loading seeds it from the stored one
+    await desk.quote("1.11002", "1.11010", "2026-03-02T11:01:00Z")  # equity 101,000
+    view = engine.views.pop(login)
+    desk.kernel.risk.set_peak(login, None)
+    engine.install(replace(view, history=replace(view.history, peak_equity=await stored())))
+    desk.kernel.risk.settle()
+    assert desk.kernel.risk.peak(login) == D(101500)
+    assert [w.floor for w in desk.kernel.risk.watched(login) if w.floor] == [D(99000)]

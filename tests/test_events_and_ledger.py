@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from support import deposit, market_order, register_trader
 
-from brokerkernel.kernel.events import DomainEvent
+from brokerkernel.kernel.events import (
+    CONSUMER_GROUP,
+    STREAM,
+    DomainEvent,
+    InProcessBus,
+    RedisStreamBus,
+    event_row,
+)
 from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.runtime import Kernel
-from brokerkernel.kernel.storage.models import LedgerEvent
+from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent
 
 Client = TestClient[Any, Any]
 
@@ -56,6 +67,78 @@ async def test_committed_events_reach_bus_subscribers_once_in_commit_order(
         "0.05",
         "1.39286",
     )
+
+
+async def test_a_batch_subscriber_gets_the_batch_before_it_counts_as_delivered(
+    client: Client, kernel: Kernel
+) -> None:
+    """``subscribe_batch``: 5 events committed together reach the handler after every
+    per-event handler saw each of them, in commit order, and count as delivered (outbox
+    rows published; Redis entries acknowledged) only once the handler returned."""
+    calls: list[Any] = []
+
+    async def undelivered(ids: Sequence[str]) -> int:
+        if isinstance(kernel.bus, RedisStreamBus):
+            pending: Any = await kernel.cache.redis.xpending(STREAM, CONSUMER_GROUP)
+            return int(pending["pending"])
+        async with kernel.db.read() as session:
+            query = select(func.count()).where(
+                OutboxEvent.id.in_(ids), OutboxEvent.published_at.is_(None)
+            )
+            return int(await session.scalar(query) or 0)
+
+    async def on_batch(events: Sequence[DomainEvent]) -> None:
+        ids = [e.id for e in events if e.type == "test.batch"]
+        if ids:
+            calls.append((ids, await undelivered(ids)))
+
+    kernel.bus.subscribe(lambda e: calls.append(e.id) if e.type == "test.batch" else None)
+    kernel.bus.subscribe_batch(on_batch)
+    rows = [event_row("test.batch", {"n": n}, kernel.clock.now()) for n in range(5)]
+    async with kernel.db.transaction() as session:
+        await session.execute(insert(OutboxEvent), rows)
+    ids = [row["id"] for row in rows]
+
+    await kernel.relay.drain()
+    for _ in range(100):  # the Redis consumer reads the stream on its own task
+        batches = [call for call in calls if isinstance(call, tuple)]
+        if sum(len(batch) for batch, _ in batches) == 5 and await undelivered(ids) == 0:
+            break
+        await asyncio.sleep(0.05)
+
+    assert [batch_id for batch, _ in batches for batch_id in batch] == ids
+    for batch, during in batches:  # still pending while the handler ran
+        assert during >= len(batch)
+        position = calls.index((batch, during))
+        assert calls[position - len(batch) : position] == batch  # per-event handlers first
+    if isinstance(kernel.bus, InProcessBus):
+        assert calls == [*ids, (ids, 5)]  # one relay batch
+    assert await undelivered(ids) == 0
+
+
+async def test_a_failing_batch_handler_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = InProcessBus()
+    got: list[Any] = []
+
+    def broken(events: Sequence[DomainEvent]) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe(lambda event: got.append(event.id))
+    bus.subscribe_batch(broken)
+    bus.subscribe_batch(lambda events: got.append([e.id for e in events]))
+    at = datetime(2026, 11, 21, tzinfo=UTC)
+    events = [DomainEvent("e1", "test.a", {}, at), DomainEvent("e2", "test.b", {}, at)]
+
+    with caplog.at_level(logging.ERROR, logger="brokerkernel.kernel.events"):
+        await bus.publish(events)
+        await bus.publish([])
+
+    assert got == ["e1", "e2", ["e1", "e2"]]
+    (record,) = caplog.records
+    assert record.getMessage().startswith("batch event handler")
+    assert record.getMessage().endswith("failed on 2 events from e1")
 
 
 async def test_concurrent_deposits_keep_the_sequence_and_running_totals(

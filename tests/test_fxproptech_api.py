@@ -23,7 +23,11 @@ from brokerkernel.kernel.events import DomainEvent
 from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import OutboxEvent
-from brokerkernel.plugins.challenges.service import challenge_service
+from brokerkernel.plugins.challenges.service import (
+    TRADER_EMAIL_REFUSED,
+    TraderSpec,
+    challenge_service,
+)
 from brokerkernel.plugins.fxproptech.onboarding import Onboarding, message_id
 from brokerkernel.plugins.fxproptech.stream import TRADE_HUB, TradeClient
 
@@ -52,6 +56,7 @@ ENDPOINTS = (
     ("DELETE", f"/v1/evaluations/{UNKNOWN}", "accounts:write", 404),
     ("GET", "/v1/payouts", "payouts:read", 200),
     ("POST", "/v1/payouts/approve", "payouts:write", 422),
+    ("POST", "/v1/payouts/reject", "payouts:write", 422),
 )
 
 
@@ -76,7 +81,9 @@ async def call(
     return body
 
 
-async def plan(kernel: Kernel, tenant_id: str, code: str, phases: int = 1, rules: Any = ()) -> str:
+async def plan(
+    kernel: Kernel, tenant_id: str | None, code: str, phases: int = 1, rules: Any = ()
+) -> str:
     created = await challenge_service(kernel).create_plan(
         {
             "code": code,
@@ -334,6 +341,25 @@ async def test_a_partner_never_sees_another_partners_traders(
         {"plan_id": acme_plan, "payment_reference": "pi_1", "trader_id": trader["id"]},
         404,
     )
+    # nor attach to Acme's trader by email, on its own plan either (issue 7)
+    beta_plan = await plan(kernel, "beta", "BETA-100K")
+    refused = {"detail": TRADER_EMAIL_REFUSED}
+    body = trader_body(beta_plan, "T@A.io")
+    assert await call(client, "POST", "/v1/traders", beta, body, 409) == refused
+    evaluation = {"plan_id": beta_plan, "payment_reference": "pi_2", "trader": {"email": "t@a.io"}}
+    assert await call(client, "POST", "/v1/evaluations", beta, evaluation, 409) == refused
+    assert (await call(client, "GET", "/v1/traders", beta))["total"] == 0
+    # once the broker opens an account for Acme's trader, Acme no longer provisions for it
+    await challenge_service(kernel).provision(
+        await plan(kernel, None, "BK-100K"),
+        TraderSpec(email="t@a.io", customer_id=trader["customer_id"]),
+        tenant_id=None,
+        source="backoffice",
+    )
+    again = {"plan_id": acme_plan, "payment_reference": "pi_3", "trader_id": trader["id"]}
+    assert await call(client, "POST", "/v1/evaluations", acme, again, 422) == {
+        "detail": [{"loc": ["body", "trader_id"], "msg": "unknown customer", "type": "customer"}]
+    }
 
 
 async def test_evaluations_are_provisioned_once_per_payment_then_passed_and_archived(
@@ -425,6 +451,62 @@ async def test_payouts_list_and_approve(client: Client, kernel: Kernel) -> None:
         (["body", "payout_id"], "required"),
         (["body"], "additionalProperties"),
     ]
+
+
+async def test_a_pending_payout_is_declined_with_a_reason(client: Client, kernel: Kernel) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    plan_id = await plan(kernel, "acme", "ACME-100K")
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+    await call(client, "POST", f"/v1/evaluations/{trader['id']}/pass", acme)
+    service = challenge_service(kernel)
+    await service.balance_operation(
+        trader["id"],
+        tenant_id="acme",
+        operation="adjust",
+        amount=Decimal(5000),
+        comment="profit",
+        actor="test",
+    )
+    payout = await service.request_payout(
+        trader["id"],
+        tenant_id="acme",
+        amount=Decimal(1000),
+        destination=None,
+        execute=False,
+        actor="test",
+    )
+    reject = {"payout_id": payout["id"], "reason": "Consistency rule not met"}
+    errors = await call(client, "POST", "/v1/payouts/reject", acme, {"payout_id": 7}, 422)
+    assert [(e["loc"], e["type"]) for e in errors["detail"]] == [
+        (["body", "reason"], "required"),
+        (["body", "payout_id"], "type"),
+    ]
+    assert await call(client, "POST", "/v1/payouts/reject", beta, reject, 404) == {
+        "detail": "Payout not found"
+    }
+    declined = await call(client, "POST", "/v1/payouts/reject", acme, reject)
+    assert (declined["status"], declined["reason"], declined["trader_id"]) == (
+        "rejected",
+        "Consistency rule not met",
+        trader["id"],
+    )
+    assert declined["processed_by"].startswith("partner:")
+    assert (await call(client, "GET", f"/v1/traders/{trader['id']}", acme))["balance"] == 105000
+    approve = {"payout_id": payout["id"]}
+    for path, body in (("/v1/payouts/reject", reject), ("/v1/payouts/approve", approve)):
+        assert await call(client, "POST", path, acme, body, 409) == {
+            "detail": "The payout is rejected"
+        }
+    page = await call(client, "GET", "/v1/payouts?status=rejected", acme)
+    assert [p["id"] for p in page["items"]] == [payout["id"]]
+    [event] = await outbox(kernel, "payout.rejected")
+    assert (event.payload["reason"], event.payload["amount"], event.payload["tenant_id"]) == (
+        "Consistency rule not met",
+        "1000.00",
+        "acme",
+    )
 
 
 # --- the trade stream --------------------------------------------------------------------

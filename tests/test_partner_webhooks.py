@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import OpenAPIV31SpecValidator
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support import DAY_START_MS, create_admin, make_kernel, staff_headers, tick
@@ -412,13 +412,83 @@ async def test_a_repeated_event_is_delivered_once(
         row = await session.scalar(select(OutboxEvent).where(OutboxEvent.id == event_id))
     assert row is not None
     again = DomainEvent(row.id, row.type, row.payload, row.occurred_at)
-    await service_of(client).dispatcher.on_event(again)  # the bus delivers at least once
-    await service_of(client).dispatcher.on_event(again)
+    await service_of(client).dispatcher.on_events([again])  # the bus delivers at least once
+    await service_of(client).dispatcher.on_events([again, again])
     await service_of(client).drain()
 
     assert await deliveries_count(kernel) == 1
     (message,) = receiver.received
     assert message.verify(hook["secret"])["type"] == "target.reached"
+
+
+async def test_a_batch_of_events_is_one_insert_and_its_outcomes_one_update(
+    api: tuple[Client, dict[str, str]], receiver: Receiver
+) -> None:
+    """The dispatcher's batch handler: tenants' events, the broker's own, unroutable
+    ones and one event twice become their deliveries in one INSERT; sending them all
+    successfully records their outcomes in one UPDATE; a request carries the Standard
+    Webhooks headers, its content type and length, ``Host`` and ``User-Agent``, nothing
+    else."""
+    client, staff = api
+    kernel = kernel_of(client)
+    acme = await partner(client, staff, "default")
+    zeta = await partner(client, staff, "zeta")
+    mine = await subscribe(
+        client, acme, f"{receiver.url}/acme", ["payout.requested", "target.reached"]
+    )
+    theirs = await subscribe(client, zeta, f"{receiver.url}/zeta", ["payout.requested"])
+    at = kernel.clock.now()
+    events = [
+        DomainEvent("e1", "payout.requested", account_payload("default", payout_id="po_1"), at),
+        DomainEvent("e2", "payout.requested", account_payload("zeta", payout_id="po_2"), at),
+        DomainEvent("e3", "target.reached", account_payload("default", target="10000"), at),
+        DomainEvent("e4", "payout.requested", account_payload(None, payout_id="po_3"), at),
+        DomainEvent("e5", "order.opened", {"login": 424242, "ticket": 1}, at),  # no prop account
+        DomainEvent("e6", "order.closed", {"login": "not-a-login"}, at),  # sinks nothing
+    ]
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement = " ".join(args[2].split())
+        if statement.startswith(("INSERT INTO webhook_deliveries", "UPDATE webhook_deliveries")):
+            statements.append(statement)
+
+    engine = kernel.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await service_of(client).dispatcher.on_events([*events, events[0]])
+        inserts = len(statements)
+        await service_of(client).drain()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert inserts == 1
+    outcomes = [s for s in statements[inserts:] if " SET status=" in s]
+    assert len(outcomes) == 1
+    assert sorted(
+        (d["event_id"], d["status"], d["attempts"]) for d in await log_of(client, acme, mine)
+    ) == [("e1", "succeeded", 1), ("e3", "succeeded", 1)]
+    response = await client.get(f"{ZT4}/{theirs['id']}/deliveries", headers=zeta)
+    (delivery,) = await response.json()
+    assert (delivery["event_id"], delivery["status"], delivery["attempts"]) == (
+        "e2",
+        "succeeded",
+        1,
+    )
+    assert len(receiver.received) == 3
+    for message in receiver.received:
+        secret = theirs["secret"] if message.headers["webhook-id"] == delivery["id"] else None
+        message.verify(secret or mine["secret"])
+        assert sorted(name.lower() for name in message.headers) == [
+            "content-length",
+            "content-type",
+            "host",
+            "user-agent",
+            "webhook-id",
+            "webhook-signature",
+            "webhook-timestamp",
+        ]
+        assert message.headers["User-Agent"] == "brokerkernel-webhooks/1"
 
 
 async def test_failures_follow_the_retry_schedule_exactly_then_fail(

@@ -6,6 +6,7 @@ with the boundary at, 0.01 above and 0.01 below each floor both ways (``inclusiv
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -302,6 +303,49 @@ def test_static_max_loss_ftmo_10_percent(configure: Any, inclusive: bool) -> Non
     assert rule.evaluate(state("89999.99")).status is Status.BREACH
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        "balance_minus_initial_pct",
+        "balance_pct",
+        "max_balance_equity_pct",
+        "max_balance_equity_minus_initial_pct",
+        "equity_pct",
+        "fixed_initial_pct",
+    ],
+)
+@pytest.mark.parametrize("allowance", [{"percent": 4.5}, {"percent": 5}, {"amount": 2500.5}])
+def test_daily_loss_day_levels_equal_the_levels_of_each_account(
+    configure: Any, model: str, allowance: dict[str, Any]
+) -> None:
+    """The bulk day-reset path (``day_levels``) gives, for 500 random accounts
+    (cent-exact balances and equities, various sizes), exactly the Decimal levels
+    ``levels`` gives account by account."""
+    rule = configure("daily_loss", {"model": model, **allowance, "warn_at_pct": [50, 80]})
+    rng = random.Random(f"{model}{allowance}")
+
+    def cents(spread: int) -> Decimal:
+        return D(rng.randint(-spread, spread)) / 100
+
+    accounts = []
+    for _ in range(500):
+        initial = D(rng.choice([5000, 10000, 50000, 100000, 200000]))
+        start_balance = initial + cents(1_000_000)
+        accounts.append((start_balance, start_balance + cents(500_000), initial))
+    bulk = rule.day_levels(*([account[i] for account in accounts] for i in range(3)))
+    assert list(bulk) == ["daily_loss", "daily_loss.warn_50", "daily_loss.warn_80"]
+    for index, (start_balance, start_equity, initial) in enumerate(accounts):
+        expected = rule.levels(
+            state(
+                "0",
+                initial=str(initial),
+                start_balance=str(start_balance),
+                start_equity=str(start_equity),
+            )
+        )
+        assert [bulk[level.name][index] for level in expected] == [lv.value for lv in expected]
+
+
 def test_topstep_trailing_eod_balance_sequence(configure: Any) -> None:
     """50K with a 2,000 limit: 48,000 → +500 48,500 → -500 stays → 52,500 locks 50,000."""
     rule = configure(
@@ -344,23 +388,57 @@ def test_trailing_intraday_equity_follows_the_peak_and_locks(configure: Any) -> 
         {"model": "trailing_intraday_equity", "amount": 2500, "lock_offset": 100},
     )
     start = state("50000", initial="50000")
-    assert list(rule.levels(start)) == [
-        Level("max_loss", D("47500"), LevelKind.FLOOR, False),
-        Level("max_loss.peak", D("50000"), LevelKind.CEILING, False),
-    ]
+    # one trailing floor for the risk engine: 2,500 below the peak, locked at 50,100
+    trailing = [Level("max_loss", D("2500"), LevelKind.TRAILING_FLOOR, False, D("50100"))]
+    assert list(rule.levels(start)) == trailing
     # a new intraday peak (unrealised profit included) before the plugin stored it
     higher = state(
         "51000", balance="50000", initial="50000", history=History(D("50000"), D("50800"))
     )
     assert rule.evaluate(higher).numbers["floor"] == D("48500")
-    assert [lv.value for lv in rule.levels(higher)] == [D("48500"), D("51000")]
+    assert list(rule.levels(higher)) == trailing  # the engine's peak moves the floor
+    assert trailing[0].floor_at(D("51000")) == D("48500")
     # equity falls back: the floor stays at the stored trailing floor
     fallen = state("49000", initial="50000", history=History(D("50000"), D("51000"), D("48500")))
     assert rule.evaluate(fallen).numbers["floor"] == D("48500")
     # peak 53,000 → 50,500, locked at initial + 100 = 50,100: no peak level any more
     locked = state("52000", initial="50000", history=History(D("50000"), D("53000"), D("48500")))
     assert rule.evaluate(locked).numbers["floor"] == D("50100")
-    assert list(rule.levels(locked)) == [Level("max_loss", D("50100"), LevelKind.FLOOR, False)]
+    assert trailing[0].floor_at(D("53000")) == D("50100")
+
+
+@pytest.mark.parametrize("lock_offset", [None, 0])
+def test_trailing_intraday_levels_match_the_exact_floor_and_warnings(
+    configure: Any, lock_offset: int | None
+) -> None:
+    """At every peak, the engine's trailing levels (floor and warnings) sit where the
+    rule's exact floor and warning levels do."""
+    rule = configure(
+        "max_loss",
+        {
+            "model": "trailing_intraday_equity",
+            "percent": 3,
+            "warn_at_pct": [50, 80],
+            "lock_offset": lock_offset,
+            "inclusive": True,
+        },
+    )
+    for peak in ("200000", "200123.45", "203700", "205999.99", "206000", "251234.56"):
+        at_peak = state(peak, balance="200000", initial="200000", history=History(D(peak), D(peak)))
+        levels = list(rule.levels(at_peak))
+        floor = rule.evaluate(at_peak).numbers["floor"]
+        assert [lv.kind for lv in levels] == [LevelKind.TRAILING_FLOOR] * 3
+        assert [lv.floor_at(D(peak)) for lv in levels] == [
+            floor,
+            floor + D("6000") - D("3000"),
+            floor + D("6000") - D("4800"),
+        ]
+        assert levels[0].passed_by(floor, D(peak)) and not levels[0].passed_by(
+            floor + D("0.01"), D(peak)
+        )
+    assert rule.evaluate(state("260000", initial="200000")).numbers["floor"] == (
+        D("254000") if lock_offset is None else D("200000")
+    )
 
 
 def test_ftmo_one_step_floor(configure: Any) -> None:

@@ -5,20 +5,25 @@ HTTP with real partner OAuth2 tokens (seed ``zt4-propfirm-partner-api.txt``)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from identity_helpers import bearer, staff_with
-from sqlalchemy import select
+from sqlalchemy import func, select
 from support import DAY_START_MS, make_kernel, register_trader, staff_headers, tick
 from yarl import URL
 
 from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
 from brokerkernel.kernel.runtime import Kernel
-from brokerkernel.kernel.storage.models import OutboxEvent
+from brokerkernel.kernel.storage.models import OutboxEvent, TradingAccount
+from brokerkernel.plugins.challenges.service import (
+    TRADER_EMAIL_REFUSED,
+    PropError,
+    TraderSpec,
+    challenge_service,
+)
 from brokerkernel.plugins.propfirm_api.common import SSO_REFUSED
 
 Client = TestClient[Any, Any]
@@ -462,19 +467,90 @@ async def test_sso_token_is_redeemed_once_at_the_customer_autologin(
             {"detail": "Autologin token invalid, already used, or expired"},
         )
 
-    # a trader who also holds accounts outside the tenant is never signed in by a partner
-    refused = {"detail": SSO_REFUSED}
-    await register_trader(client, "retail@broker.test")
-    retail = await provision(client, firm, plan["id"], "retail@broker.test")
-    sso_path = f"/api/v1/propfirm/accounts/{retail['id']}/sso"
-    assert await call(client, "POST", sso_path, firm, status=409) == refused
+    # defence in depth: once the broker opens another account for the trader (staff
+    # reuse any customer), the partner no longer signs the trader in
+    broker = await broker_plan(client, await staff_headers(client), "BK-SSO")
+    await challenge_service(kernel).provision(
+        broker["id"],
+        TraderSpec(email="tess@firm.test", customer_id=account["customer_id"]),
+        tenant_id=None,
+        source="backoffice",
+    )
+    for base in ("/api/v1/propfirm", "/api/v1/storefront"):
+        path = f"{base}/accounts/{account['id']}/sso"
+        assert await call(client, "POST", path, firm, status=409) == {"detail": SSO_REFUSED}
+
+
+async def test_a_partner_reuses_only_its_own_trader(client: Client, kernel: Kernel) -> None:
+    """Issue 7: a partner provisioning by email or customer id never attaches to a
+    broker client or another firm's trader (two partners and a broker customer)."""
+    retail_login, _ = await register_trader(client, "retail@broker.test")
+    await tenant(kernel, "alpha")
     await tenant(kernel, "beta")
+    alpha = await partner(kernel, "alpha", (*ORCHESTRATION, *STOREFRONT))
     beta = await partner(kernel, "beta", ORCHESTRATION)
-    beta_plan = await create_plan(client, beta, "BETA-SSO")
-    shared = await provision(client, beta, beta_plan["id"], "tess@firm.test")
-    for headers, account_id in ((firm, account["id"]), (beta, shared["id"])):
-        path = f"/api/v1/propfirm/accounts/{account_id}/sso"
-        assert await call(client, "POST", path, headers, status=409) == refused
+    alpha_plan = await create_plan(client, alpha, "ALPHA-ID")
+    beta_plan = await create_plan(client, beta, "BETA-ID")
+    catalog = await broker_plan(client, await staff_headers(client), "BK-ID")
+
+    first = await provision(client, alpha, alpha_plan["id"], "tess@firm.test")
+    second = await provision(client, alpha, alpha_plan["id"], "TESS@firm.test")  # its own
+    shop = await call(
+        client,
+        "POST",
+        "/api/v1/storefront/accounts",
+        alpha,
+        provision_body(catalog["id"], "tess@firm.test"),
+        201,
+    )
+    assert {second["customer_id"], shop["customer_id"]} == {first["customer_id"]}
+    assert second["login"] != first["login"]
+
+    refused = {"detail": TRADER_EMAIL_REFUSED}
+    body = provision_body(alpha_plan["id"], "retail@broker.test")
+    path = "/api/v1/propfirm/accounts"
+    assert await call(client, "POST", path, alpha, body, 409) == refused  # a broker client
+    body = provision_body(catalog["id"], "retail@broker.test")
+    assert await call(client, "POST", "/api/v1/storefront/accounts", alpha, body, 409) == refused
+    body = provision_body(beta_plan["id"], "tess@firm.test")
+    assert await call(client, "POST", path, beta, body, 409) == refused  # alpha's trader
+
+    service = challenge_service(kernel)
+    async with kernel.db.read() as session:
+        retail_customer = await session.scalar(
+            select(TradingAccount.customer_id).where(TradingAccount.login == retail_login)
+        )
+    unknown = [{"loc": ["body", "customer_id"], "msg": "unknown customer", "type": "customer"}]
+    for customer_id in (retail_customer, first["customer_id"], "cus_does_not_exist"):
+        with pytest.raises(PropError) as foreign:
+            await service.provision(
+                beta_plan["id"],
+                TraderSpec(email="x@beta.test", customer_id=customer_id),
+                tenant_id="beta",
+                source="test",
+            )
+        assert (foreign.value.status, foreign.value.detail) == (422, unknown)  # no leak
+    own = await service.provision(
+        alpha_plan["id"],
+        TraderSpec(email="ignored@alpha.test", customer_id=first["customer_id"]),
+        tenant_id="alpha",
+        source="test",
+    )
+    assert own["customer_id"] == first["customer_id"]
+
+    created = await events(kernel, "account.created", "trader.created")
+    assert [(e["type"], e["tenant_id"]) for e in created if "plan_id" in e] == [
+        ("account.created", "alpha"),
+        ("trader.created", "alpha"),
+        *[("account.created", "alpha")] * 3,
+    ]  # the refusals wrote nothing (the first event is the retail registration's)
+    async with kernel.db.read() as session:
+        accounts = await session.scalar(
+            select(func.count())
+            .select_from(TradingAccount)
+            .where(TradingAccount.customer_id == retail_customer)
+        )
+    assert accounts == 1
 
 
 async def test_a_partner_sees_only_its_own_plans_accounts_and_payouts(
@@ -689,6 +765,7 @@ async def test_broker_plan_admin_and_payout_approval_need_staff_permissions(
         ("DELETE", path, "manage_groups"),
         ("GET", "/api/backoffice/prop/payouts", "approve_deposits"),
         ("PATCH", "/api/backoffice/prop/payouts/x/approve", "approve_deposits"),
+        ("PATCH", "/api/backoffice/prop/payouts/x/reject", "approve_deposits"),
     )
     await tenant(kernel, "alpha")
     firm = await partner(kernel, "alpha", PARTNER_SCOPES)
@@ -705,6 +782,68 @@ async def test_broker_plan_admin_and_payout_approval_need_staff_permissions(
         )
     unknown = await client.patch("/api/backoffice/prop/payouts/x/approve", headers=staff)
     assert unknown.status == 404
+
+
+async def test_the_broker_declines_a_pending_payout_and_no_money_moves(
+    client: Client, kernel: Kernel
+) -> None:
+    staff = await staff_headers(client)
+    await tenant(kernel, "alpha")
+    firm = await partner(kernel, "alpha", (*ORCHESTRATION, *STOREFRONT))
+    plan = await broker_plan(client, staff, "BK-DECLINE", account_size=25000)
+    account = await call(
+        client,
+        "POST",
+        "/api/v1/storefront/accounts",
+        firm,
+        provision_body(plan["id"], "tess@shop.test"),
+        201,
+    )
+    orchestrated = f"/api/v1/propfirm/accounts/{account['id']}"
+    await call(client, "POST", orchestrated + "/phase", firm)
+    await call(
+        client, "POST", orchestrated + "/balance", firm, {"operation": "adjust", "amount": 1500}
+    )
+    path = f"/api/v1/storefront/accounts/{account['id']}"
+    pending = await call(client, "POST", path + "/payout-request", firm, {"amount": 1000}, 202)
+    reject = f"/api/backoffice/prop/payouts/{pending['id']}/reject"
+
+    invalid = await call(client, "PATCH", reject, staff, {"reason": "", "x": 1}, 422)
+    assert [(e["loc"], e["type"]) for e in invalid["detail"]] == [
+        (["body"], "additionalProperties"),
+        (["body", "reason"], "minLength"),
+    ]
+    unknown = "/api/backoffice/prop/payouts/payout_nope/reject"
+    missing = await call(client, "PATCH", unknown, staff, {"reason": "kyc"}, 404)
+    assert missing == {"detail": "Payout not found"}
+    rejected = await call(client, "PATCH", reject, staff, {"reason": "KYC documents expired"})
+    assert (rejected["id"], rejected["status"], rejected["reason"]) == (
+        pending["id"],
+        "rejected",
+        "KYC documents expired",
+    )
+    assert (rejected["ledger_ref"], rejected["processed_at"] is not None) == (None, True)
+    assert (await call(client, "GET", path, firm))["balance"] == 26500  # nothing moved
+    for verb in ("reject", "approve"):
+        again = f"/api/backoffice/prop/payouts/{pending['id']}/{verb}"
+        body = {"reason": "twice"} if verb == "reject" else None
+        assert await call(client, "PATCH", again, staff, body, 409) == {
+            "detail": "The payout is rejected"
+        }
+    seen = await call(client, "GET", f"/api/v1/propfirm/payouts/{pending['id']}", firm)
+    assert seen == rejected
+    [event] = await events(kernel, "payout.rejected")
+    assert {
+        k: event[k] for k in ("payout_id", "tenant_id", "amount", "trader_share", "reason")
+    } == {
+        "payout_id": pending["id"],
+        "tenant_id": "alpha",
+        "amount": "1000.00",
+        "trader_share": "800.00",
+        "reason": "KYC documents expired",
+    }
+    retry = await call(client, "POST", path + "/payout-request", firm, {"amount": 1000}, 202)
+    assert retry["status"] == "pending"  # a declined payout blocks no new request
 
 
 async def test_payouts_split_the_profit_and_are_refused_before_the_cadence_or_below_minimum(
@@ -732,13 +871,32 @@ async def test_payouts_split_the_profit_and_are_refused_before_the_cadence_or_be
     no_profit = await call(client, "POST", path + "/payouts", firm, {}, 409)
     assert no_profit == {"detail": "No profit to pay out (profit 0.00)"}
     await call(client, "POST", path + "/balance", firm, {"operation": "adjust", "amount": 1000})
+    # money in messages has the currency's digits on every backend (not NUMERIC's scale)
     small = await call(client, "POST", path + "/payouts", firm, {"amount": 400}, 422)
-    [below] = small["detail"]
-    message, minimum = below["msg"].rsplit(" ", 1)
-    assert (below["loc"], message) == (["body", "amount"], "is below the plan's payout minimum")
-    assert Decimal(minimum) == 500  # the service writes it unnormalised on PostgreSQL
+    assert small["detail"] == [
+        {
+            "loc": ["body", "amount"],
+            "msg": "is below the plan's payout minimum 500.00",
+            "type": "minimum",
+        }
+    ]
     too_much = await call(client, "POST", path + "/payouts", firm, {"amount": 1000.01}, 422)
-    assert [e["type"] for e in too_much["detail"]] == ["maximum"]
+    assert too_much["detail"] == [
+        {
+            "loc": ["body", "amount"],
+            "msg": "exceeds the profit available 1000.00",
+            "type": "maximum",
+        }
+    ]
+    withdraw = {"operation": "withdraw", "amount": 101000.01}
+    over = await call(client, "POST", path + "/balance", firm, withdraw, 422)
+    assert over["detail"] == [
+        {
+            "loc": ["body", "amount"],
+            "msg": "exceeds the withdrawable amount 101000.00",
+            "type": "maximum",
+        }
+    ]
     zero = await call(client, "POST", path + "/payouts", firm, {"amount": 0}, 422)
     assert [(e["loc"], e["type"]) for e in zero["detail"]] == [
         (["body", "amount"], "exclusiveMinimum")

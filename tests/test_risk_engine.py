@@ -617,6 +617,123 @@ def test_a_rule_refresh_recomputes_its_levels() -> None:
     assert desk.engine.watched(1)[0].fired is False  # re-armed at the lower floor
 
 
+# ------------------------------------------------------------------ trailing floors
+
+
+@dataclass
+class Trailing:
+    """A test rule: one trailing floor ``offset`` below the equity peak, optional lock."""
+
+    offset: Decimal = Decimal(3000)
+    lock: Decimal | None = None
+    inclusive: bool = False
+    name: str = "trail"
+
+    def levels(self, account: AccountSnapshot) -> list[Level]:
+        level = Level("trail", self.offset, LevelKind.TRAILING_FLOOR, self.inclusive, self.lock)
+        return [level] if account.login != 3 else []
+
+
+def trailing_desk(rule: Trailing, logins: Iterable[int] = (1,)) -> Desk:
+    """10 lots EURUSD long at 1.10000 on 100,000: every 0.00001 moves equity by 10 USD."""
+    desk = make_desk([rule])
+    desk.tick("EURUSD", "1.10000", "1.10000")
+    for login in logins:
+        desk.account(login, balance="100000")
+        desk.open(login, login, "EURUSD", 1, "10", "1.10000")
+    desk.engine.settle()
+    return desk
+
+
+def floor_of(desk: Desk, login: int = 1) -> Decimal | None:
+    return desk.engine.watched(login)[0].floor
+
+
+def test_a_trailing_floor_follows_the_equity_peak_and_never_decreases() -> None:
+    desk = trailing_desk(Trailing(), logins=(1, 2, 3))  # 3 holds no trailing floor
+    assert (floor_of(desk), desk.engine.peak(1)) == (D(97000), D(100000))
+    steps = [  # bid, equity peak, floor: new highs raise it, falls leave it
+        ("1.10500", D(105000), D(102000)),
+        ("1.10200", D(105000), D(102000)),  # equity 102,000: on the floor, "<" holds
+        ("1.10800", D(108000), D(105000)),
+        ("1.10600", D(108000), D(105000)),
+        ("1.10812", D(108120), D(105120)),
+    ]
+    for bid, peak, floor in steps:
+        assert desk.tick("EURUSD", bid, bid, T0 + 1) == []  # a new high is no crossing
+        assert (desk.engine.peak(1), floor_of(desk)) == (peak, floor)
+        assert (desk.engine.peak(2), floor_of(desk, 2)) == (peak, floor)
+    assert desk.engine.peak(3) is None and desk.engine.watched(3) == []
+    crossed = desk.tick("EURUSD", "1.10511", "1.10511", T0 + 2)  # equity 105,110
+    assert [(c.login, c.level_name, c.kind, c.level, c.time_ms) for c in crossed] == [
+        (1, "trail", LevelKind.TRAILING_FLOOR, D(105120), T0 + 2),
+        (2, "trail", LevelKind.TRAILING_FLOOR, D(105120), T0 + 2),
+    ]
+    assert desk.tick("EURUSD", "1.10400", "1.10400") == []  # fired: no repeat
+    assert [w.fired for w in desk.engine.watched(1)] == [True]
+    # back above the floor: re-armed, and the next high trails again
+    assert desk.tick("EURUSD", "1.10900", "1.10900") == []
+    assert (desk.engine.peak(1), floor_of(desk)) == (D(109000), D(106000))
+    assert [w.fired for w in desk.engine.watched(1)] == [False]
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_a_locked_trailing_floor_stops_at_the_lock_and_decides_the_boundary_exactly(
+    inclusive: bool,
+) -> None:
+    desk = trailing_desk(Trailing(lock=D("100500"), inclusive=inclusive))
+    desk.tick("EURUSD", "1.10200", "1.10200")  # peak 102,000: floor 99,000
+    assert floor_of(desk) == D(99000)
+    desk.tick("EURUSD", "1.10900", "1.10900")  # peak 109,000: 106,000 capped at the lock
+    assert (desk.engine.peak(1), floor_of(desk)) == (D(109000), D(100500))
+    checks = desk.engine.snapshot().exact_checks
+    crossed = desk.tick("EURUSD", "1.10050", "1.10050", T0 + 3)  # equity 100,500 exactly
+    assert desk.exact_equity(1) == D(100500)
+    assert desk.engine.snapshot().exact_checks > checks  # within the guard: exact decides
+    assert [c.level for c in crossed] == ([D(100500)] if inclusive else [])
+    crossed = desk.tick("EURUSD", "1.10049", "1.10049", T0 + 4)  # 100,490
+    assert [c.level for c in crossed] == ([] if inclusive else [D(100500)])
+
+
+def test_the_peak_is_seeded_and_reset_and_a_seed_above_equity_crosses_at_once() -> None:
+    desk = trailing_desk(Trailing())
+    desk.engine.set_peak(1, D("102500"))  # e.g. loaded from History.peak_equity
+    assert desk.engine.settle() == []
+    assert (desk.engine.peak(1), floor_of(desk)) == (D(102500), D(99500))
+    desk.engine.set_peak(1, D("103000.25"))  # seeded higher: 100,000.25 > equity
+    crossed = desk.engine.settle()  # equity 100,000 is below 100,000.25: crosses now
+    assert floor_of(desk) == D("100000.25")
+    assert [(c.level, c.time_ms) for c in crossed] == [(D("100000.25"), T0)]
+    desk.engine.set_peak(1, None)  # reset (a new phase): starts again at the equity
+    assert desk.engine.settle() == []
+    assert (desk.engine.peak(1), floor_of(desk)) == (D(100000), D(97000))
+    assert [w.fired for w in desk.engine.watched(1)] == [False]
+
+
+def test_level_values_are_replaced_in_bulk_and_only_changed_accounts_evaluated() -> None:
+    rule = MaxLoss()
+    desk = make_desk([rule])
+    desk.tick("EURUSD", "1.10000", "1.10000")
+    for login in (1, 2, 3):
+        rule.floors[login] = D("99000")
+        desk.account(login, balance="100000")
+        desk.open(login, login, "EURUSD", 1, "10", "1.10000")
+    desk.engine.settle()
+    replaced = desk.engine.set_level_values(
+        "max_loss", [1, 2, 3, 99], {"max_loss": [D("99500"), D("99000"), D("100000"), D(1)]}
+    )
+    assert replaced == 2  # 2 keeps its value; 99 is unknown
+    crossed = desk.engine.settle()  # equity 100,000 on 3's new inclusive floor
+    assert [(c.login, c.level) for c in crossed] == [(3, D("100000"))]
+    assert [desk.engine.watched(n)[0].level.value for n in (1, 2, 3)] == [
+        D("99500"),
+        D("99000"),
+        D("100000"),
+    ]
+    crossed = desk.tick("EURUSD", "1.09950", "1.09950", T0 + 8)  # 99,500: touches 1's
+    assert [(c.login, c.level) for c in crossed] == [(1, D("99500"))]
+
+
 def test_a_failing_rule_is_logged_and_the_other_rules_still_watch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

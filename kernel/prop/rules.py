@@ -11,12 +11,14 @@ A configured rule is pure: given a :class:`RuleInput` (the account's exact state
 current trading day's snapshot and the account's history), it
 
 * declares the **per-tick thresholds** the vectorised risk engine watches —
-  :meth:`PropRule.levels` returns equity floors and ceilings
-  (:class:`~brokerkernel.kernel.risk.rules.Level`, account currency). It is called
-  off the hot path: when the account changes (a fill, a balance change), at the
-  plan's day reset, after a payout, and after one of its levels was crossed. The
-  engine compares every level with live equity on every tick and only accounts that
-  cross reach the exact path;
+  :meth:`PropRule.levels` returns equity floors, ceilings and trailing floors
+  (:class:`~brokerkernel.kernel.risk.rules.Level`, account currency; a trailing
+  floor ``min(peak - value, lock)`` follows the account's equity peak, which the
+  engine raises itself on every tick and the plugin mirrors into
+  ``History.peak_equity``). It is called off the hot path: when the account changes
+  (a fill, a balance change), after a payout, and after one of its levels was
+  crossed (at the day reset see below). The engine compares every level with live
+  equity on every tick and only accounts that cross reach the exact path;
 * **evaluates** exactly (:meth:`PropRule.evaluate`, Decimal) — on a crossing of one of
   its levels, after every fill or balance change, at the day reset and when the
   plugin checks whether a phase is passed — and returns a :class:`RuleResult`
@@ -24,6 +26,13 @@ current trading day's snapshot and the account's history), it
 * optionally **vets an order** before it executes (:meth:`PropRule.check_order`:
   max lots, max open positions, required stop-loss, news blackout) — a refusal is a
   rejection of the order, not a breach.
+
+**Day reset.** At a plan's day reset the plugin does not ask every account's rules for
+their levels again (100,000 accounts must reset in well under a second): a rule whose
+``levels`` read ``state.day`` must also implement :class:`DayLevels` — the new values
+of those levels for many accounts at once — and the plugin replaces them in the risk
+engine in bulk. Other rules' levels are kept (accounts whose history changed at the
+reset, e.g. a new highest end-of-day balance, are re-levelled in full).
 
 Limits (``objective = False``) fail the phase on ``breach``; objectives
 (``objective = True``: profit target, minimum trading days, consistency) must all be
@@ -92,6 +101,7 @@ from brokerkernel.kernel.risk.rules import Level, LevelKind
 __all__ = [
     "AUTOMATIC_ORIGINS",
     "AccountView",
+    "DayLevels",
     "DaySnapshot",
     "History",
     "Level",
@@ -286,6 +296,22 @@ class PropRule(Protocol):
         """UTC instants at which the rule must be evaluated even without a tick or a
         fill (Friday close for a weekend-holding ban, the end of the maximum trading
         period, an inactivity deadline, a news window); empty for most rules."""
+        ...
+
+
+class DayLevels(Protocol):
+    """Optional on a :class:`PropRule` whose levels depend on the day snapshot (the
+    daily-loss floor): the values of those levels for a new day of many accounts."""
+
+    def day_levels(
+        self,
+        start_balance: Sequence[Decimal],
+        start_equity: Sequence[Decimal],
+        initial: Sequence[Decimal],
+    ) -> Mapping[str, Sequence[Decimal]]:
+        """Level name -> value per account (``[i]`` for the i-th inputs: the day's
+        start balance and equity and the initial balance, account currency); exactly
+        the values ``levels`` returns for each account on that day."""
         ...
 
 

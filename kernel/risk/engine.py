@@ -41,6 +41,22 @@ Layout
   engine derives the band ``(lo, hi)`` of equity in which no level can change state;
   the tick compares the marked rows with their band copies and only accounts out of
   their band are evaluated, level by level, in Python.
+* **Trailing floors** — a :attr:`~.rules.LevelKind.TRAILING_FLOOR` (value = offset
+  below the peak, optional lock) is ``min(peak - offset, lock)`` with one equity peak
+  per account in a float64 array. A new high is not a crossing: after the re-marking
+  of a tick, the peaks of the re-marked accounts holding trailing floors are raised
+  vectorised (``np.maximum`` over their slots, cached per segment) and their equity is
+  compared with ``min(peak - offset, lock) + guard`` (the smallest armed offset and
+  the highest lock of the account: exact for one trailing floor and its warnings,
+  conservative otherwise); only accounts at or below it are evaluated in Python, as
+  for the band. Changes evaluated in Python (fills, balance) raise the peak too.
+  :meth:`RiskEngine.peak` / :meth:`RiskEngine.set_peak` read and seed it (the owner
+  persists it). The exact peak is the float peak rounded to :data:`PEAK_PLACES`
+  decimals (:func:`exact_peak`): the float error of an equity is far below 5e-9, so an
+  equity with at most 8 decimals (volume x contract size x price of real instruments)
+  peaks exactly; a trailing floor within the guard is decided by ``exact_equity``
+  against ``min(exact peak - offset, lock)`` — the same peak the owner's exact path
+  reads with :meth:`RiskEngine.peak`, so both decide alike.
 
 Exactness at a level
 --------------------
@@ -69,7 +85,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
@@ -93,6 +109,8 @@ _Views = tuple[
     IndexArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray
 ]
 
+PEAK_PLACES: Final = 8
+"""Decimals of an equity peak as :func:`exact_peak` reports it."""
 RESYNC_TICKS: Final = 1 << 20
 """Default ticks between two recomputations of the floating array from the rows."""
 GUARD_RELATIVE: Final = 1e-9
@@ -102,15 +120,30 @@ _SEGMENT_CAPACITY: Final = 4
 _INERT: Final = 0
 """The slot of unused rows; never an account's."""
 _INF: Final = math.inf
+#: Per-slot float arrays and the value of a free slot.
+_SLOT_FILL: Final = {"_floating": 0.0, "_magnitude": 0.0}
+# columns of the per-slot trailing state (one row per slot: one gather per tick) and
+# a free slot's row: balance + credit, equity peak, and the trailing band — out when
+# equity <= min(peak - OFF, CAP)
+_BASE, _PEAK, _OFF, _CAP = 0, 1, 2, 3
+_TRAIL_FILL: Final = (0.0, -_INF, _INF, _INF)
+
+
+def exact_peak(peak: float) -> Decimal:
+    """An equity peak (float) as exact money: rounded to :data:`PEAK_PLACES` decimals."""
+    return Decimal(repr(round(peak, PEAK_PLACES)))
 
 
 @dataclass(frozen=True, slots=True)
 class WatchedLevel:
-    """A level the engine watches for an account, and whether it has fired."""
+    """A level the engine watches for an account and whether it has fired; ``floor``
+    is a trailing floor's ``min(peak - offset, lock)`` at the account's peak now (the
+    :func:`exact_peak`), None for the other kinds (their ``level.value``)."""
 
     rule: str
     level: Level
     fired: bool
+    floor: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +318,19 @@ class _Segment:
     ``capacity`` rows; ``keys[i]`` is the account slot of row ``start + i`` (an account
     has one row per segment)."""
 
-    __slots__ = ("book", "capacity", "count", "keys", "row_of", "start", "symbol", "views")
+    __slots__ = (
+        "book",
+        "capacity",
+        "count",
+        "keys",
+        "row_of",
+        "start",
+        "symbol",
+        "trail_version",
+        "trail_views",
+        "trailers",
+        "views",
+    )
 
     def __init__(self, book: _Book, symbol: _Symbol) -> None:
         self.book = book
@@ -296,6 +341,11 @@ class _Segment:
         self.keys: list[int] = []
         self.row_of: dict[int, int] = {}
         self.views: _Views | None = None
+        # slots of the live rows' accounts holding trailing floors, as of these views
+        # and the engine's trailing version
+        self.trailers: IndexArray = np.zeros(0, dtype=np.intp)
+        self.trail_views: _Views | None = None
+        self.trail_version = -1
 
     def columns(self) -> _Views:
         """Views of the live rows (acct, bid_units, ask_units, cost, raw, pnl, lo, hi),
@@ -400,19 +450,59 @@ class _Position:
 
 
 class _LevelState:
-    __slots__ = ("fired", "level", "rule", "value")
+    """A watched level: ``value`` its equity value as of the last evaluation (a
+    trailing floor's ``min(peak - offset, lock)``); ``exact`` the level's exact value
+    (replaced in bulk by :meth:`RiskEngine.set_level_values`; :attr:`level` is rebuilt
+    from it when read)."""
+
+    __slots__ = (
+        "_level",
+        "exact",
+        "fired",
+        "floor",
+        "inclusive",
+        "lock",
+        "name",
+        "offset",
+        "rule",
+        "trailing",
+        "value",
+    )
 
     def __init__(self, rule: str, level: Level, fired: bool) -> None:
         self.rule = rule
-        self.level = level
-        self.value = float(level.value)
+        self._level = level
+        self.name = level.name
+        self.exact = level.value
+        self.inclusive = level.inclusive
+        self.floor = level.kind.is_floor
+        self.trailing = level.kind is LevelKind.TRAILING_FLOOR
+        self.offset = float(level.value) if self.trailing else 0.0
+        self.lock = _INF if level.lock is None or not self.trailing else float(level.lock)
+        self.value = -_INF if self.trailing else float(level.value)
         self.fired = fired
 
+    @property
+    def level(self) -> Level:
+        level = self._level
+        if level.value is not self.exact:
+            level = self._level = Level(
+                level.name, self.exact, level.kind, level.inclusive, level.lock
+            )
+        return level
+
+    def set_exact(self, value: Decimal) -> None:
+        self.exact = value
+        if self.trailing:
+            self.offset = float(value)
+        else:
+            self.value = float(value)
+
     def passed_at(self, equity: float) -> bool:
-        level = self.level
-        if level.kind is LevelKind.FLOOR:
-            return equity <= self.value if level.inclusive else equity < self.value
-        return equity >= self.value if level.inclusive else equity > self.value
+        inclusive = self.inclusive
+        if self.floor:
+            return equity <= self.value if inclusive else equity < self.value
+        return equity >= self.value if inclusive else equity > self.value
 
 
 class _Account:
@@ -432,6 +522,7 @@ class _Account:
         "slot",
         "steps",
         "stopout_level",
+        "trailing",
     )
 
     def __init__(self, login: int, slot: int, currency: str) -> None:
@@ -446,6 +537,7 @@ class _Account:
         self.base = 0.0
         self.levels: list[_LevelState] = []
         self.levels_stale = True
+        self.trailing = False  # holds a trailing floor: its peak is tracked per tick
         self.lo = -_INF
         self.hi = _INF
         # open positions by segment, then by ticket
@@ -508,8 +600,14 @@ class RiskEngine:
         self._free_slots: list[int] = []
         self._floating: FloatArray = np.zeros(_INITIAL_CAPACITY)
         self._magnitude: FloatArray = np.zeros(_INITIAL_CAPACITY)
+        self._trail: FloatArray = np.tile(np.array(_TRAIL_FILL), (_INITIAL_CAPACITY, 1))
+        self._trailing: npt.NDArray[np.bool_] = np.zeros(_INITIAL_CAPACITY, dtype=bool)
+        self._trailing_accounts = 0
+        self._trail_version = 0  # bumped when an account starts or stops trailing
+        self._trail_batch: list[IndexArray] = []
         self._positions: dict[int, _Position] = {}
         self._dirty: set[int] = set()
+        self._relevel: set[int] = set()  # level values replaced: evaluate, money unchanged
         self._time_ms = 0
         self._ticks = 0
         self._dropped = 0
@@ -566,6 +664,7 @@ class RiskEngine:
         base = float(balance + credit)
         if base != account.base:
             account.base = base
+            self._trail[account.slot, _BASE] = base
             if account.lo > -_INF or account.hi < _INF:  # rows hold it relative to base
                 self._write_band(account)
         account.levels_stale = True
@@ -577,16 +676,70 @@ class RiskEngine:
         if account.positions:
             raise ValueError(f"account {login} has open positions")
         del self._accounts[login]
+        self._set_trailing(account, False)
         self._by_slot[account.slot] = None
-        self._floating[account.slot] = 0.0
+        for name, fill in _SLOT_FILL.items():
+            getattr(self, name)[account.slot] = fill
+        self._trail[account.slot] = _TRAIL_FILL
         self._free_slots.append(account.slot)
         self._dirty.discard(account.slot)
+        self._relevel.discard(account.slot)
 
     def refresh(self, login: int) -> None:
         """Recompute the account's levels from the rules (e.g. at a rule's day reset)."""
         account = self._account(login)
         account.levels_stale = True
         self._dirty.add(account.slot)
+
+    def peak(self, login: int) -> Decimal | None:
+        """The equity peak (account currency, :func:`exact_peak`) of an account holding
+        a trailing floor: the highest equity seen since :meth:`set_peak` seeded it (and
+        at least the seed); None for other accounts. Raises ``KeyError`` for an unknown
+        login."""
+        account = self._account(login)
+        if not account.trailing:
+            return None
+        peak = float(self._trail[account.slot, _PEAK])
+        return None if peak == -_INF else exact_peak(peak)
+
+    def set_peak(self, login: int, peak: Decimal | float | None) -> None:
+        """Seed (or reset, e.g. at a new phase) the account's equity peak; None
+        forgets it (the next evaluation starts it at the equity then). Its trailing
+        floors are re-evaluated. Raises ``KeyError`` for an unknown login."""
+        account = self._account(login)
+        self._trail[account.slot, _PEAK] = -_INF if peak is None else float(peak)
+        self._dirty.add(account.slot)
+
+    def set_level_values(
+        self, rule: str, logins: Sequence[int], values: Mapping[str, Sequence[Decimal]]
+    ) -> int:
+        """Replace the values of named levels of ``rule`` for many accounts at once (a
+        daily floor and its warnings at a day reset), keeping each level's kind,
+        ``inclusive``, lock and fired state, without asking the rule for the account's
+        levels: ``values[name][i]`` (account currency; a trailing floor's offset) is
+        for ``logins[i]``. Unknown logins, accounts whose levels are due to be
+        recomputed anyway and levels the account does not have are skipped. Accounts
+        with a changed value are evaluated at the next :meth:`settle` or tick. Returns
+        the levels whose value changed. The rule's ``levels`` must give the same
+        values when next asked."""
+        replaced = 0
+        accounts = self._accounts
+        relevel = self._relevel
+        columns = {name: list(column) for name, column in values.items()}
+        for i, login in enumerate(logins):
+            account = accounts.get(login)
+            if account is None or account.levels_stale:
+                continue
+            changed = False
+            for state in account.levels:
+                column = columns.get(state.name)
+                if column is not None and state.rule == rule and state.exact != column[i]:
+                    state.set_exact(column[i])
+                    changed = True
+                    replaced += 1
+            if changed:
+                relevel.add(account.slot)
+        return replaced
 
     def refresh_all(self) -> None:
         """Recompute every account's levels (a rule's configuration changed)."""
@@ -725,8 +878,10 @@ class RiskEngine:
         if changed:
             for book in self._books_converting(changed):
                 self._mark_rates(book, touched)
+        if self._trail_batch:
+            self._raise_peaks(touched)
         crossings: list[Crossing] = []
-        if touched or self._dirty:
+        if touched or self._dirty or self._relevel:
             self._settle(touched, crossings)
         if self._ticks % self._resync_ticks == 0:
             self.resync()
@@ -736,7 +891,7 @@ class RiskEngine:
         """Recompute the levels of changed accounts and evaluate them now; returns the
         crossings (already handed to ``sink``)."""
         crossings: list[Crossing] = []
-        if self._dirty:
+        if self._dirty or self._relevel:
             self._settle([], crossings)
         return crossings
 
@@ -782,9 +937,16 @@ class RiskEngine:
 
     def watched(self, login: int) -> list[WatchedLevel]:
         """The levels watched for ``login`` as of its last evaluation."""
+        account = self._account(login)
+        peak = self.peak(login)
         return [
-            WatchedLevel(state.rule, state.level, state.fired)
-            for state in self._account(login).levels
+            WatchedLevel(
+                state.rule,
+                state.level,
+                state.fired,
+                state.level.floor_at(peak) if state.trailing and peak is not None else None,
+            )
+            for state in account.levels
         ]
 
     def snapshot(self) -> EngineSnapshot:
@@ -801,8 +963,9 @@ class RiskEngine:
             crossings=self._crossings,
             exact_checks=self._exact_checks,
             resyncs=self._resyncs,
-            array_bytes=self._floating.nbytes
-            + self._magnitude.nbytes
+            array_bytes=sum(getattr(self, name).nbytes for name in _SLOT_FILL)
+            + self._trail.nbytes
+            + self._trailing.nbytes
             + sum(book.nbytes() for book in self._books.values()),
             time_ms=self._time_ms,
         )
@@ -821,10 +984,16 @@ class RiskEngine:
         slot = len(self._by_slot)
         self._by_slot.append(None)
         if slot == len(self._floating):
-            for name in ("_floating", "_magnitude"):
-                grown = np.zeros(2 * slot)
+            for name, fill in _SLOT_FILL.items():
+                grown = np.full(2 * slot, fill)
                 grown[:slot] = getattr(self, name)
                 setattr(self, name, grown)
+            trail = np.tile(np.array(_TRAIL_FILL), (2 * slot, 1))
+            trail[:slot] = self._trail
+            self._trail = trail
+            trailing = np.zeros(2 * slot, dtype=bool)
+            trailing[:slot] = self._trailing
+            self._trailing = trailing
         return slot
 
     def _segment(
@@ -964,6 +1133,8 @@ class RiskEngine:
             if own != 1.0:
                 pnl *= own
         self._post(book, acct, marked, pnl, lo, hi, touched)
+        if self._trailing_accounts:
+            self._collect_trailers(segment)
 
     def _mark_rates(self, book: _Book, touched: list[int]) -> None:
         """Re-convert a book's rows after its rate changed (closes unchanged)."""
@@ -975,6 +1146,8 @@ class RiskEngine:
                 marked -= pnl
                 self._convert(book, raw, pnl)
                 self._post(book, acct, marked, pnl, lo, hi, touched)
+                if self._trailing_accounts:
+                    self._collect_trailers(segment)
 
     def _convert(self, book: _Book, raw: FloatArray, pnl: FloatArray) -> None:
         """pnl = raw x the book's rate (the loss rate where raw < 0, under "bid_ask")."""
@@ -1004,6 +1177,50 @@ class RiskEngine:
         if np.count_nonzero(out):
             touched.extend(acct[out].tolist())
 
+    def _collect_trailers(self, segment: _Segment) -> None:
+        """Queue the slots of the segment's accounts holding trailing floors for
+        :meth:`_raise_peaks` (cached until its rows change or an account starts or stops
+        trailing)."""
+        views = segment.columns()
+        if segment.trail_views is not views or segment.trail_version != self._trail_version:
+            acct = views[0]
+            segment.trailers = acct[self._trailing[acct]]
+            segment.trail_views = views
+            segment.trail_version = self._trail_version
+        if len(segment.trailers):
+            self._trail_batch.append(segment.trailers)
+
+    def _raise_peaks(self, touched: list[int]) -> None:
+        """Raise the peaks of the re-marked trailing accounts to their equity now and
+        append those at or below ``min(peak - offset, lock) + guard`` to ``touched``."""
+        batch = self._trail_batch
+        slots = batch[0] if len(batch) == 1 else np.concatenate(batch)
+        batch.clear()
+        rows = self._trail.take(slots, axis=0)
+        equity = self._floating.take(slots)
+        equity += rows[:, _BASE]
+        peak = rows[:, _PEAK]
+        raised = equity > peak
+        if np.count_nonzero(raised):
+            self._trail[slots[raised], _PEAK] = equity[raised]
+            np.maximum(peak, equity, out=peak)
+        peak -= rows[:, _OFF]
+        np.minimum(peak, rows[:, _CAP], out=peak)
+        out = equity <= peak
+        if np.count_nonzero(out):
+            touched.extend(slots[out].tolist())
+
+    def _set_trailing(self, account: _Account, trailing: bool) -> None:
+        if trailing == account.trailing:
+            return
+        account.trailing = trailing
+        slot = account.slot
+        self._trailing[slot] = trailing
+        self._trailing_accounts += 1 if trailing else -1
+        self._trail_version += 1
+        if not trailing:
+            self._trail[slot, _OFF] = self._trail[slot, _CAP] = _INF
+
     def _mark_row(self, segment: _Segment, row: int) -> None:
         """Re-mark one row at the last prices (the arithmetic of :meth:`_mark_segment`)."""
         book = segment.book
@@ -1029,8 +1246,10 @@ class RiskEngine:
     def _settle(self, touched: list[int], crossings: list[Crossing]) -> None:
         dirty = self._dirty
         self._dirty = set()
+        evaluate = dirty.union(touched, self._relevel)
+        self._relevel = set()
         by_slot = self._by_slot
-        for slot in sorted(dirty.union(touched)):
+        for slot in sorted(evaluate):
             account = by_slot[slot]
             if account is None:
                 continue
@@ -1041,7 +1260,7 @@ class RiskEngine:
             self._evaluate(account, crossings)
 
     def _recompute_levels(self, account: _Account) -> None:
-        fired = {(state.rule, state.level.name): state.fired for state in account.levels}
+        fired = {(state.rule, state.name): state.fired for state in account.levels}
         snapshot = account.snapshot()
         states = []
         for rule in self._rules:
@@ -1055,6 +1274,7 @@ class RiskEngine:
                 states.append(_LevelState(rule.name, level, fired.get(key, False)))
         account.levels = states
         account.levels_stale = False
+        self._set_trailing(account, any(state.trailing for state in states))
 
     def _evaluate(self, account: _Account, crossings: list[Crossing]) -> None:
         """Decide every level of ``account``, fire or re-arm, and rewrite its band."""
@@ -1065,26 +1285,43 @@ class RiskEngine:
         exact: Decimal | None = None
         exact_known = False
         lo, hi = -_INF, _INF
+        peak = -_INF
+        trail_off, trail_cap = _INF, -_INF
+        if account.trailing:
+            peak = float(self._trail[slot, _PEAK])
+            if equity > peak:
+                peak = equity
+                self._trail[slot, _PEAK] = peak
         fired: list[_LevelState] = []
         for state in account.levels:
+            if state.trailing:
+                state.value = min(peak - state.offset, state.lock)
             value = state.value
             if abs(equity - value) <= guard:
                 if not exact_known:
                     exact = self._exact(account.login)
                     exact_known = True
                 passed = (
-                    state.level.passed_by(exact) if exact is not None else state.passed_at(equity)
+                    state.level.passed_by(exact, exact_peak(peak))
+                    if exact is not None
+                    else state.passed_at(equity)
                 )
             else:
-                passed = (equity < value) == (state.level.kind is LevelKind.FLOOR)
+                passed = (equity < value) == state.floor
             if passed != state.fired:
                 state.fired = passed
                 if passed:
                     fired.append(state)
-            if (state.level.kind is LevelKind.FLOOR) != state.fired:
-                lo = max(lo, value + guard)  # armed floor / fired ceiling: stay above
-            else:
+            if state.floor == state.fired:
                 hi = min(hi, value - guard)  # fired floor / armed ceiling: stay below
+            elif state.trailing:  # armed trailing floor: the trailing band follows it
+                trail_off = min(trail_off, state.offset)
+                trail_cap = max(trail_cap, state.lock)
+            else:
+                lo = max(lo, value + guard)  # armed floor / fired ceiling: stay above
+        if account.trailing:
+            self._trail[slot, _OFF] = trail_off - guard
+            self._trail[slot, _CAP] = trail_cap + guard
         if lo != account.lo or hi != account.hi:
             account.lo, account.hi = lo, hi
             self._write_band(account)
@@ -1092,12 +1329,13 @@ class RiskEngine:
             # the order equity passed them: floors downwards, then ceilings upwards
             fired.sort(key=_travel_order)
             for state in fired:
+                level = state.level
                 crossing = Crossing(
                     login=account.login,
                     rule=state.rule,
-                    level_name=state.level.name,
-                    kind=state.level.kind,
-                    level=state.level.value,
+                    level_name=level.name,
+                    kind=level.kind,
+                    level=level.floor_at(exact_peak(peak)) if state.trailing else level.value,
                     equity=equity,
                     margin_used=account.margin_used,
                     time_ms=self._time_ms,
@@ -1149,6 +1387,6 @@ class RiskEngine:
 
 def _travel_order(state: _LevelState) -> tuple[bool, float]:
     """Floors from the highest down, then ceilings from the lowest up."""
-    if state.level.kind is LevelKind.FLOOR:
+    if state.floor:
         return False, -state.value
     return True, state.value

@@ -14,6 +14,15 @@ Whether touching a level counts is explicit per level (DOMAIN.md: a prop plan st
 ``<`` or ``<=``): a floor is breached when equity < value, or <= value when
 ``inclusive``; a ceiling is reached when equity > value, or >= value when ``inclusive``.
 
+A **trailing floor** (:attr:`LevelKind.TRAILING_FLOOR`, e.g. an Apex-style max loss
+trailing the intraday equity peak) follows the account's equity peak without the rule
+being asked again: its ``value`` is the allowance below the peak and its floor is
+``min(peak - value, lock)`` (``lock`` None: no lock). The engine keeps one peak per
+account (the highest equity it has seen, raised vectorised on every tick; read
+and seeded with :meth:`RiskEngine.peak <brokerkernel.kernel.risk.engine.RiskEngine.peak>`
+/ :meth:`~brokerkernel.kernel.risk.engine.RiskEngine.set_peak`), so the floor never
+decreases until the peak is seeded lower (a new phase).
+
 Writing a rule (a prop-firm plugin, say)::
 
     from brokerkernel import hookimpl
@@ -53,10 +62,17 @@ HUNDRED = Decimal(100)
 
 
 class LevelKind(StrEnum):
-    """A floor is crossed downwards (a breach), a ceiling upwards (a target)."""
+    """A floor is crossed downwards (a breach), a ceiling upwards (a target); a trailing
+    floor is a floor that rises with the account's equity peak."""
 
     FLOOR = "floor"
     CEILING = "ceiling"
+    TRAILING_FLOOR = "trailing_floor"
+
+    @property
+    def is_floor(self) -> bool:
+        """True for floors (crossed downwards), trailing or not."""
+        return self is not LevelKind.CEILING
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +80,36 @@ class Level:
     """One equity level of one account: ``value`` in the account currency.
 
     ``name`` is unique within its rule (e.g. ``"daily_loss"``); ``inclusive`` says
-    whether equity equal to ``value`` is past the level.
+    whether equity equal to the level is past it. For a ``TRAILING_FLOOR`` ``value`` is
+    the offset below the equity peak and ``lock`` the highest the floor goes (None: no
+    lock; ignored by other kinds): see :meth:`floor_at`.
     """
 
     name: str
     value: Decimal
     kind: LevelKind
     inclusive: bool = False
+    lock: Decimal | None = None
 
-    def passed_by(self, equity: Decimal) -> bool:
-        """True when ``equity`` (exact, account currency) is past this level."""
-        if self.kind is LevelKind.FLOOR:
-            return equity <= self.value if self.inclusive else equity < self.value
-        return equity >= self.value if self.inclusive else equity > self.value
+    def floor_at(self, peak: Decimal) -> Decimal:
+        """The level's equity value given the account's equity ``peak``: ``min(peak -
+        value, lock)`` for a trailing floor, ``value`` for the other kinds."""
+        if self.kind is not LevelKind.TRAILING_FLOOR:
+            return self.value
+        floor = peak - self.value
+        return floor if self.lock is None else min(floor, self.lock)
+
+    def passed_by(self, equity: Decimal, peak: Decimal | None = None) -> bool:
+        """True when ``equity`` (exact, account currency) is past this level; a trailing
+        floor needs the account's equity ``peak`` (``ValueError`` without it)."""
+        value = self.value
+        if self.kind is LevelKind.TRAILING_FLOOR:
+            if peak is None:
+                raise ValueError(f"trailing floor {self.name!r} needs the equity peak")
+            value = self.floor_at(peak)
+        if self.kind.is_floor:
+            return equity <= value if self.inclusive else equity < value
+        return equity >= value if self.inclusive else equity > value
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +133,8 @@ class AccountSnapshot:
 class Crossing:
     """Equity passed a level (once per crossing, re-armed when equity comes back).
 
-    ``level`` is the exact level (account currency); ``equity`` the engine's float
+    ``level`` is the exact level (account currency; a trailing floor's floor at the
+    crossing, from the engine's peak); ``equity`` the engine's float
     estimate at the crossing — the consumer recomputes it exactly before acting;
     ``margin_used`` the account's margin (Decimal) and ``time_ms`` the market time (UTC
     ms) of the tick or change that crossed.

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from brokerkernel.kernel.descriptors import (
@@ -105,13 +106,27 @@ def engine_of(kernel: Any) -> PropEngine:
             except KeyError:
                 return None
 
+        def peak(login: int) -> Decimal | None:
+            try:
+                return kernel.risk.peak(login)  # type: ignore[no-any-return]
+            except KeyError:
+                return None
+
+        def seed_peak(login: int, value: Decimal) -> None:
+            with contextlib.suppress(KeyError):
+                kernel.risk.set_peak(login, value)
+
         engine = PropEngine(
             types=types,
             submit=lambda job: kernel.trading.workers.submit(job),
             refresh=refresh,
             floating=floating,
             now=kernel.clock.now,
-            exact_equity=lambda login: kernel.trading.exact_equity(login),
+            peak=peak,
+            seed_peak=seed_peak,
+            set_levels=lambda logins, values: kernel.risk.set_level_values(
+                RULE_NAME, logins, values
+            ),
         )
         _engines[kernel] = engine
     return engine
@@ -261,9 +276,11 @@ def _on_event(engine: PropEngine) -> Any:
 
 @hookimpl
 async def broker_on_shutdown(kernel: Any) -> None:
+    """Stop the schedule; persist the risk engine's equity peaks (trailing floors)."""
     schedule = _schedules.pop(kernel, None)
     if schedule is not None:
         await schedule.stop()
+        await engine_of(kernel).persist_peaks(kernel.db)
 
 
 async def idle(kernel: Any) -> None:

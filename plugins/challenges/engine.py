@@ -5,7 +5,9 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
 * **Per tick** — one account rule named ``prop`` (:class:`PropTickRule`) gives the risk
   engine the levels of every rule of the account's current phase, computed from the
   cached :class:`PropView` (no database): daily and max-loss floors, warning levels,
-  target and peak ceilings. The engine compares them with live equity per tick.
+  target ceilings, and trailing floors (intraday max loss) that the engine raises with
+  each account's equity peak itself, vectorised. The engine compares them with live
+  equity per tick.
 * **Exact path** — a crossing of a ``prop`` level queues an :class:`EvaluateJob` on the
   account's order worker: under the account's lock, with exact Decimal equity
   (:class:`~brokerkernel.kernel.trading.valuation.Valuation`) and the account's
@@ -14,8 +16,9 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
   same transaction: every position is closed at market (reason ``prop-breach``), the
   account is marked ``failed`` (new orders are refused by :class:`PropPreTrade`),
   ``account.breached`` and ``phase.failed`` are written to the outbox. Warnings
-  (``drawdown.warning``) go out once per warning level and trading day; a new equity
-  peak (a ``*.peak`` ceiling) raises ``peak_equity`` and re-levels; when every
+  (``drawdown.warning``) go out once per warning level and trading day;
+  ``peak_equity`` is raised to the risk engine's equity peak (the rules evaluate on
+  it); when every
   objective passes, ``phase.passed`` and the next phase starts (auto advance) or the
   account waits in ``passed_pending_approval``.
 * **Fills** — ``order.opened`` / ``order.closed`` events queue the same job with the
@@ -27,9 +30,15 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
   day snapshot (start balance exact; start equity = balance + credit + the engine's
   float floating P&L quantised to cents: exact to the cent is what a firm reports, and
   reading exact equity of 100,000 accounts would cost a database round trip each),
-  ``peak_eod_balance`` is raised, the rows are written in one bulk statement and the
-  accounts re-levelled; a floating loss already below the new daily floor crosses at
-  once and goes down the exact path.
+  ``peak_eod_balance`` is raised and ``peak_equity`` taken from the risk engine, the
+  rows are written in one bulk statement. Accounts holding positions get their
+  day-dependent levels (the daily floor and its warnings) replaced in bulk: per group of
+  accounts sharing a phase's rules, each rule with ``day_levels``
+  (:class:`~brokerkernel.kernel.prop.rules.DayLevels`) computes the exact Decimal
+  values for all of them and ``RiskEngine.set_level_values`` swaps them in — no rule
+  input and no ``levels`` call per account; accounts with a new highest end-of-day
+  balance are re-levelled in full. A floating loss already below the new daily floor
+  crosses at once and goes down the exact path.
 * **Deadlines** — rules' ``deadlines()`` (Friday close, end of the trading period,
   inactivity) are kept in a heap on the market clock and queue an evaluation when due.
 """
@@ -37,9 +46,11 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -101,6 +112,7 @@ class PlanSpec:
     zone: ZoneInfo
     auto_advance: bool
     drawdown_after_payout: str
+    reset_fee: Decimal | None = None
 
     def phase_name(self, index: int) -> str:
         return FUNDED if index >= len(self.phases) else str(self.phases[index]["name"])
@@ -276,14 +288,28 @@ async def close_all(env: Env, tx: ShardTransaction, account: AccountState, reaso
     return closed
 
 
-PEAK = ".peak"
 PEAK_PLACES = Decimal("1E-10")
 
 
 def peak_of(equity: Decimal) -> Decimal:
-    """A peak as stored (10 places, the column's scale), rounded up: the ``*.peak``
-    ceiling then sits at or above equity and re-arms, so the next new high crosses."""
+    """A peak as stored (10 places, the column's scale), rounded up (never below the
+    equity seen; the risk engine's peaks carry at most 8 and are stored as they are)."""
     return equity.quantize(PEAK_PLACES, ROUND_CEILING)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (restored after): a day reset allocates a
+    few acyclic objects per account, and a full collection over a cache of millions of
+    objects in the middle of it costs as much as the reset itself (measured,
+    ``benchmarks/bench_prop.py``)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _warn_pct(level_name: str) -> str:
@@ -296,8 +322,11 @@ class PropEngine:
     ``types`` are the registered rule types; ``submit`` queues a job on the account's
     order worker; ``refresh`` re-levels an account in the risk engine; ``floating``
     returns the risk engine's float floating P&L of an account holding positions
-    (None when it holds none); ``now`` is market time (UTC); ``exact_equity`` the
-    account's exact equity (None when unknown).
+    (None when it holds none); ``now`` is market time (UTC); ``peak`` the risk
+    engine's equity peak of an account (None when unknown) and ``seed_peak`` sets it
+    (trailing floors follow it; :meth:`install`); ``set_levels(logins, values)``
+    replaces named ``prop`` levels of many accounts at once (``values``: level name ->
+    value per login; None: each account is re-levelled with ``refresh``).
     """
 
     def __init__(
@@ -308,14 +337,19 @@ class PropEngine:
         refresh: Callable[[int], None],
         floating: Callable[[int], float | None],
         now: Callable[[], datetime],
-        exact_equity: Callable[[int], Decimal | None] = lambda login: None,
+        peak: Callable[[int], Decimal | None] = lambda login: None,
+        seed_peak: Callable[[int, Decimal], None] = lambda login, peak: None,
+        set_levels: Callable[[Sequence[int], Mapping[str, Sequence[Decimal]]], object]
+        | None = None,
     ) -> None:
         self.types = types
         self.submit = submit
         self.refresh = refresh
         self.floating = floating
         self.now = now
-        self.exact_equity = exact_equity
+        self.peak = peak
+        self.seed_peak = seed_peak
+        self.set_levels = set_levels
         self.views: dict[int, PropView] = {}
         self.plans: dict[str, PlanSpec] = {}
         self._rules_cache: dict[tuple[str, int, str], tuple[ConfiguredRule, ...]] = {}
@@ -386,9 +420,25 @@ class PropEngine:
         )
 
     def install(self, view: PropView) -> None:
-        """Cache ``view``, re-level it and schedule its rules' deadlines."""
-        self.views[view.login] = view
-        self.refresh(view.login)
+        """Cache ``view``, seed the risk engine's equity peak, re-level it and schedule
+        its rules' deadlines.
+
+        The peak is seeded with ``max(History.peak_equity, initial balance)``, raised
+        to the engine's peak unless the account starts over (another cycle, or a
+        stored peak lower than the cached one: a payout re-base), so a peak the engine
+        reached after the row was read is kept."""
+        login = view.login
+        current = self.views.get(login)
+        seed = max(view.history.peak_equity, view.initial_balance)
+        if (
+            current is not None
+            and current.cycle == view.cycle
+            and view.history.peak_equity >= current.history.peak_equity
+        ):
+            seed = max(seed, self.peak(login) or seed)
+        self.views[login] = view
+        self.seed_peak(login, seed)
+        self.refresh(login)
         if view.status in TRADING:
             state = view.input(self.now(), view.day.start_balance, view.day.start_equity)
             for configured in view.rules:
@@ -419,41 +469,10 @@ class PropEngine:
         return levels
 
     def on_crossing(self, crossing: Crossing) -> None:
-        """Risk-engine crossing of a ``prop`` level: a new equity peak (a ``*.peak``
-        ceiling) is taken in memory (:meth:`raise_peak`); every other crossing is
-        evaluated exactly on the account's worker."""
-        if crossing.login not in self.views:
-            return
-        if crossing.kind is LevelKind.CEILING and crossing.level_name.endswith(PEAK):
-            self.raise_peak(crossing.login, crossing.equity)
-        else:
+        """Risk-engine crossing of a ``prop`` level: evaluated exactly on the account's
+        worker."""
+        if crossing.login in self.views:
             self.submit(EvaluateJob(self, crossing.login, crossing=crossing))
-
-    def raise_peak(self, login: int, estimate: float) -> None:
-        """Raise the cached ``peak_equity`` to the account's exact equity (the float
-        ``estimate`` without one) and re-level: trailing floors follow the peak in real
-        time without a database round trip per new high. The row's peak is written by
-        the next exact evaluation and by the day reset."""
-        view = self.views.get(login)
-        if view is None:
-            return
-        equity = self.exact_equity(login)
-        if equity is None:
-            equity = Decimal(repr(estimate))
-        if equity > view.history.peak_equity:
-            history = view.history
-            self.views[login] = view.on_day(
-                view.day,
-                History(
-                    history.peak_eod_balance,
-                    peak_of(equity),
-                    history.max_loss_floor,
-                    history.trading_days,
-                    history.daily_profit,
-                    history.last_trade_at,
-                ),
-            )
-            self.refresh(login)
 
     def on_event(self, event: DomainEvent) -> None:
         """Fills update trading days and daily profit; other writers' prop changes
@@ -570,7 +589,9 @@ class PropEngine:
         positions, equity = positions_of(account, env.valuation)
         now = tx.now
         currency = view.currency
-        peak = max(equity, cached.history.peak_equity if cached.cycle == row.cycle else ZERO)
+        peak = equity
+        if cached.cycle == row.cycle:  # the engine's peak: trailing floors stand on it
+            peak = max(peak, cached.history.peak_equity, self.peak(login) or ZERO)
         if peak > row.peak_equity:
             row.peak_equity = peak_of(peak)
             view = self.view_of(row, plan, days, profit)
@@ -630,11 +651,7 @@ class PropEngine:
                         {**payload, "rule": configured.rule.name, "reason": result.reason},
                     )
             self._warnings(tx, row, view, state, results, payload, equity)
-            if (
-                crossing is not None
-                and crossing.kind is LevelKind.CEILING
-                and not crossing.level_name.endswith(PEAK)
-            ):
+            if crossing is not None and crossing.kind is LevelKind.CEILING:
                 tx.event(
                     "equity.threshold",
                     {**payload, "level": crossing.level_name, "equity": equity_text},
@@ -661,7 +678,8 @@ class PropEngine:
             if configured.rule.objective:
                 continue
             for level in configured.rule.levels(state):
-                if ".warn_" not in level.name or not level.passed_by(equity):
+                peak = state.history.peak_equity
+                if ".warn_" not in level.name or not level.passed_by(equity, peak):
                     continue
                 if warned.get(level.name) == today:
                     continue
@@ -728,7 +746,7 @@ class PropEngine:
         """A fresh account for ``phase_index`` (the next phase, or the same on a reset):
         positions closed, balance set back to the plan size with one ledger row, a new
         cycle (trading days and daily profit start over), day snapshot and peaks at the
-        plan size. The funded stage is ``phase_index == len(plan.phases)``."""
+        plan size, scaling undone. The funded stage is ``phase_index == len(plan.phases)``."""
         await close_all(env, tx, account, PHASE_END_REASON)
         size = plan.account_size
         cycle = row.cycle + 1
@@ -750,7 +768,8 @@ class PropEngine:
         row.cycle = cycle
         row.status = FUNDED if funded else "active"
         row.funded_at = now if funded else row.funded_at
-        row.initial_balance = size
+        row.initial_balance = row.account_size = size
+        row.profit_split = row.scaled_at = None
         row.phase_started_at = now
         day = trading_day(now, plan.reset_time, plan.zone)
         row.day = day
@@ -794,20 +813,30 @@ class PropEngine:
     ) -> list[dict[str, Any]]:
         """New day snapshots of the plan's watched accounts at reset ``at``: ``money``
         maps login to (balance, credit); start equity adds the engine's float floating
-        P&L rounded to cents. Updates the cached views; returns the rows to write.
+        P&L rounded to cents. Updates the cached views, re-levels the accounts holding
+        positions (module docstring, "Day reset"); returns the rows to write.
 
-        Only accounts holding positions are re-levelled now: a flat account's equity is
-        its balance, which no new daily floor reaches (every model's floor is a
-        reference minus an allowance, and the reference is at least the balance of a
-        flat account), and its next fill or balance change re-levels it from the new
-        snapshot anyway."""
+        Flat accounts are not re-levelled now: a flat account's equity is its balance,
+        which no new daily floor reaches (every model's floor is a reference minus an
+        allowance, and the reference is at least the balance of a flat account), and
+        its next fill or balance change re-levels it from the new snapshot anyway."""
+        with gc_paused():
+            return self._day_snapshots(plan_id, at, money)
+
+    def _day_snapshots(
+        self, plan_id: str, at: datetime, money: Mapping[int, tuple[Decimal, Decimal]]
+    ) -> list[dict[str, Any]]:
         plan = self.plans[plan_id]
         day = trading_day(at, plan.reset_time, plan.zone)
         reset_at = day_start(day, plan.reset_time, plan.zone)
         rows = []
         views = self.views
         floating_of = self.floating
-        refresh = self.refresh
+        peak_of_login = self.peak
+        # accounts to re-level, by their phase's rules: logins, SB, SE, initial
+        groups: dict[int, tuple[PropView, list[int], list[Decimal], list[Decimal], list[Decimal]]]
+        groups = {}
+        relevel = []
         for login, (balance, credit) in money.items():
             view = views.get(login)
             if view is None or view.plan.id != plan_id or view.status not in TRADING:
@@ -820,11 +849,12 @@ class PropEngine:
                 equity += Decimal(f"{floating:.2f}")
             history = view.history
             peak_eod = history.peak_eod_balance
-            if balance > peak_eod:
-                peak_eod = balance
+            peak = peak_of_login(login)
+            peak_equity = history.peak_equity if peak is None else max(history.peak_equity, peak)
+            if balance > peak_eod or peak_equity != history.peak_equity:
                 history = History(
-                    peak_eod,
-                    history.peak_equity,
+                    max(balance, peak_eod),
+                    peak_equity,
                     history.max_loss_floor,
                     history.trading_days,
                     history.daily_profit,
@@ -832,7 +862,16 @@ class PropEngine:
                 )
             views[login] = view.on_day(DaySnapshot(day, reset_at, balance, equity), history)
             if floating is not None:
-                refresh(login)
+                if balance > peak_eod or self.set_levels is None:
+                    relevel.append(login)  # history-dependent levels change too
+                else:
+                    group = groups.get(id(view.rules))
+                    if group is None:
+                        group = groups[id(view.rules)] = (view, [], [], [], [])
+                    group[1].append(login)
+                    group[2].append(balance)
+                    group[3].append(equity)
+                    group[4].append(view.initial_balance)
             rows.append(
                 {
                     "k_login": login,
@@ -840,10 +879,17 @@ class PropEngine:
                     "v_day_reset_at": reset_at,
                     "v_day_start_balance": balance,
                     "v_day_start_equity": equity,
-                    "v_peak_eod_balance": peak_eod,
-                    "v_peak_equity": history.peak_equity,
+                    "v_peak_eod_balance": history.peak_eod_balance,
+                    "v_peak_equity": history.peak_equity,  # engine peaks: 8 places
                 }
             )
+        for view, logins, balances, equities, initials in groups.values():
+            for configured in view.rules:
+                bulk = getattr(configured.rule, "day_levels", None)
+                if bulk is not None and self.set_levels is not None:
+                    self.set_levels(logins, bulk(balances, equities, initials))
+        for login in relevel:
+            self.refresh(login)
         self._next_resets[plan_id] = next_reset(at, plan.reset_time, plan.zone)
         return rows
 
@@ -866,6 +912,19 @@ class PropEngine:
         if rows:
             async with db.transaction() as session:
                 await session.execute(SNAPSHOT_UPDATE, rows)
+        return len(rows)
+
+    async def persist_peaks(self, db: Any) -> int:
+        """Write the risk engine's equity peaks above the stored ones (shutdown; the day
+        reset and every exact evaluation write them too). Returns the rows written."""
+        rows = []
+        for login, view in self.views.items():
+            peak = self.peak(login)
+            if view.status in TRADING and peak is not None and peak > view.history.peak_equity:
+                rows.append({"k_login": login, "v_peak_equity": peak_of(peak)})
+        if rows:
+            async with db.transaction() as session:
+                await session.execute(PEAK_UPDATE, rows)
         return len(rows)
 
     # --- pre-trade ------------------------------------------------------------------------
@@ -923,6 +982,16 @@ SNAPSHOT_UPDATE = (
         peak_eod_balance=bindparam("v_peak_eod_balance"),
         peak_equity=bindparam("v_peak_equity"),
     )
+)
+
+
+PEAK_UPDATE = (
+    update(PROP_ACCOUNTS)
+    .where(
+        PROP_ACCOUNTS.c.login == bindparam("k_login"),
+        PROP_ACCOUNTS.c.peak_equity < bindparam("v_peak_equity"),
+    )
+    .values(peak_equity=bindparam("v_peak_equity"))
 )
 
 
@@ -995,7 +1064,8 @@ class EvaluateJob(Job):
 
 class PhaseJob(FutureJob):
     """Start a phase on the worker: ``advance`` (next phase, from active or
-    passed_pending_approval) or ``reset`` (the same phase afresh). Raises
+    passed_pending_approval) or ``reset`` (the same phase afresh; emits
+    ``account.reset`` with the plan's ``reset_fee``, null without one). Raises
     TradingError 404 / 409. Returns the account row after the change."""
 
     def __init__(self, engine: PropEngine, login: int, kind: str, actor: str) -> None:
@@ -1033,6 +1103,15 @@ class PhaseJob(FutureJob):
             if row.status == "archived":
                 raise TradingError(409, "Cannot reset an archived account")
             await engine.start_phase(env, tx, account, row, plan, row.phase_index)
+            tx.event(
+                "account.reset",
+                {
+                    **payload,
+                    "reset_fee": money_text(plan.reset_fee, plan.currency),
+                    "currency": plan.currency,
+                    "actor": self.actor,
+                },
+            )
         engine.finish(tx, row, plan)
         return row
 

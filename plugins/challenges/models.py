@@ -58,6 +58,9 @@ class PropPlan(Base):
     ``"HH:MM"`` in ``timezone`` (IANA) starts each trading day.
     ``drawdown_after_payout`` is ``keep`` (floors unchanged) or ``rebase`` (initial
     balance, peaks and the trailing floor re-based on the balance after the payout).
+    ``scaling`` (null: none) is ``{"every_months", "min_profit_pct", "increase_pct",
+    "min_payouts"?, "max_size"?, "profit_split"?}`` (ChallengeService.approve_payout);
+    ``reset_fee`` what a reset costs the trader (recorded, paid outside the account).
     ``tenant_id`` None: broker-owned.
     """
 
@@ -104,9 +107,10 @@ class PropAccount(Base):
     ``day_start_equity`` are the current trading day's snapshot; ``peak_eod_balance``
     the highest balance at a day reset (the initial balance included); ``peak_equity``
     the highest equity seen; ``max_loss_floor`` the trailing max-loss floor reached
-    (never decreasing). ``warnings`` maps a warning level to the trading day it was
-    last announced (once per threshold per day). ``idempotency_key`` is
-    ``"<tenant or ->:<external_ref>"`` (unique).
+    (never decreasing). ``account_size`` / ``profit_split`` / ``scaled_at``: the
+    funded account's scaling (the plan's ``scaling``). ``warnings`` maps a warning
+    level to the trading day it was last announced (once per threshold per day).
+    ``idempotency_key`` is ``"<tenant or ->:<external_ref>"`` (unique).
     """
 
     __tablename__ = "prop_accounts"
@@ -143,6 +147,12 @@ class PropAccount(Base):
     target_reached_at: Mapped[datetime | None]
     last_trade_at: Mapped[datetime | None]
     last_payout_at: Mapped[datetime | None]
+    #: The account's size now: the plan's, grown by the plan's scaling.
+    account_size: Mapped[Decimal]
+    #: The trader's share after scaling (percent); None: the plan's ``profit_split``.
+    profit_split: Mapped[Decimal | None]
+    #: When the account last scaled (the next scaling cycle starts there).
+    scaled_at: Mapped[datetime | None]
     rule_overrides: Mapped[dict[str, Any]]
     warnings: Mapped[dict[str, Any]]
     version: Mapped[int] = mapped_column(BigInteger)

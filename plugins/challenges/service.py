@@ -7,13 +7,17 @@ Tenancy: ``tenant_id=None`` is the broker's own staff (sees everything); a partn
 tenant id restricts every read and write to that tenant's plans, accounts and payouts
 (a foreign id answers 404, never 403). A tenant may also provision on broker-owned
 plans its catalog shows (``catalog=True``: ``public`` plans, and ``private`` ones
-listing the tenant in ``allowed_tenants``).
+listing the tenant in ``allowed_tenants``). A partner provisions for its own traders
+only: an existing customer is reused when every trading account it holds is a prop
+account of that tenant (:meth:`ChallengeService._customer`).
 
 Money moves through the kernel's ledger only: the initial balance is an approved
 system DEPOSIT (one ledger row) in the unit of work that creates the account; balance
 operations are approved system transactions; a processed payout is an approved
-WITHDRAWAL of the payout amount; phase changes and resets set the balance back to the
-plan size with one correction row on the account's order worker
+WITHDRAWAL of the payout amount (and a scaling, when due, an approved DEPOSIT of the
+increase); a reset fee is only recorded (paid outside the account); phase changes
+and resets set the balance back to the plan size with one correction row on the
+account's order worker
 (:mod:`brokerkernel.plugins.challenges.engine`).
 """
 
@@ -21,9 +25,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from calendar import monthrange
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,6 +46,7 @@ from brokerkernel.kernel.trading import ledger
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.jobs import FutureJob
 from brokerkernel.kernel.trading.money import round_money
+from brokerkernel.kernel.trading.state import AccountState
 from brokerkernel.plugins.challenges.engine import (
     TRADING,
     PhaseJob,
@@ -70,6 +76,9 @@ PLUGIN_NAME = "challenges"
 HUNDRED = Decimal(100)
 PERCENT = Decimal("0.01")
 SYSTEM = Actor("system")
+#: The 409 detail when a partner provisions with the email of a customer that is not
+#: its own trader (neutral: it does not say whose the email is).
+TRADER_EMAIL_REFUSED = "This trader email cannot be used"
 
 
 class PropError(Exception):
@@ -85,7 +94,8 @@ class PropError(Exception):
 @dataclass(frozen=True, slots=True)
 class TraderSpec:
     """The trader to provision for: an existing customer by ``customer_id``, or one
-    found (by email) or created from the other fields."""
+    found (by email) or created from the other fields (a partner finds only its own
+    traders)."""
 
     email: str
     first_name: str = ""
@@ -111,6 +121,7 @@ def plan_spec(plan: PropPlan) -> PlanSpec:
         zone=ZoneInfo(plan.timezone),
         auto_advance=plan.auto_advance,
         drawdown_after_payout=plan.drawdown_after_payout,
+        reset_fee=plan.reset_fee,
     )
 
 
@@ -139,6 +150,66 @@ def _pct(part: Decimal, whole: Decimal) -> Decimal | None:
     return (part / whole * HUNDRED).quantize(PERCENT) if whole else None
 
 
+def add_months(moment: datetime, months: int) -> datetime:
+    """``moment`` ``months`` calendar months later (the day clamped to the month's
+    last day: Jan 31 + 1 month = Feb 28/29)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, monthrange(year, month)[1]))
+
+
+async def account_owners(session: AsyncSession, customer_id: str) -> list[tuple[bool, str | None]]:
+    """One ``(is_prop, tenant_id)`` per trading account of ``customer_id`` (a retail
+    account: ``(False, None)``; a broker prop account: ``(True, None)``)."""
+    query = (
+        select(PropAccount.id.is_not(None), PropAccount.tenant_id)
+        .select_from(TradingAccount)
+        .outerjoin(PropAccount, PropAccount.login == TradingAccount.login)
+        .where(TradingAccount.customer_id == customer_id)
+    )
+    return [(bool(is_prop), tenant) for is_prop, tenant in await session.execute(query)]
+
+
+def foreign_to(owners: Sequence[tuple[bool, str | None]], tenant_id: str | None) -> bool:
+    """Whether any of ``owners`` (:func:`account_owners`) is not a prop account of
+    ``tenant_id``: a retail account, the broker's or another tenant's prop account."""
+    return any(not is_prop or tenant != tenant_id for is_prop, tenant in owners)
+
+
+async def _tenants_own(session: AsyncSession, customer_id: str, tenant_id: str | None) -> bool:
+    """Whether a partner may provision for ``customer_id``: always for the broker
+    (``tenant_id`` None: staff, or the customer's own Stripe checkout); for a partner
+    only its own trader, whose trading accounts (at least one) are all prop accounts of
+    ``tenant_id`` (issue 7: a partner never attaches to a broker client or another
+    firm's trader found by email or id)."""
+    if tenant_id is None:
+        return True
+    owners = await account_owners(session, customer_id)
+    return bool(owners) and not foreign_to(owners, tenant_id)
+
+
+Histories = tuple[dict[tuple[int, int], list[date]], dict[tuple[int, int], dict[date, Decimal]]]
+
+
+async def _histories(session: AsyncSession, logins: Collection[int] | None) -> Histories:
+    """Trading days and daily profit by ``(login, cycle)`` of ``logins`` (None: every
+    account) with one query each."""
+    day_query = select(PropTradingDay.login, PropTradingDay.cycle, PropTradingDay.day)
+    profit_query = select(
+        PropDailyProfit.login, PropDailyProfit.cycle, PropDailyProfit.day, PropDailyProfit.profit
+    )
+    if logins is not None:
+        day_query = day_query.where(PropTradingDay.login.in_(list(logins)))
+        profit_query = profit_query.where(PropDailyProfit.login.in_(list(logins)))
+    days: dict[tuple[int, int], list[date]] = {}
+    for login, cycle, day in await session.execute(day_query):
+        days.setdefault((login, cycle), []).append(day)
+    profit: dict[tuple[int, int], dict[date, Decimal]] = {}
+    for login, cycle, day, amount in await session.execute(profit_query):
+        profit.setdefault((login, cycle), {})[day] = amount
+    return days, profit
+
+
 class ChallengeService:
     """Plans, prop accounts, lifecycle and payouts (module docstring).
 
@@ -165,21 +236,7 @@ class ChallengeService:
             rows = (
                 await session.scalars(select(PropAccount).where(PropAccount.status != "archived"))
             ).all()
-            days: dict[tuple[int, int], list[Any]] = {}
-            for login, cycle, day in await session.execute(
-                select(PropTradingDay.login, PropTradingDay.cycle, PropTradingDay.day)
-            ):
-                days.setdefault((login, cycle), []).append(day)
-            profit: dict[tuple[int, int], dict[Any, Decimal]] = {}
-            for login, cycle, day, amount in await session.execute(
-                select(
-                    PropDailyProfit.login,
-                    PropDailyProfit.cycle,
-                    PropDailyProfit.day,
-                    PropDailyProfit.profit,
-                )
-            ):
-                profit.setdefault((login, cycle), {})[day] = amount
+            days, profit = await _histories(session, None)
         for row in rows:
             key = (row.login, row.cycle)
             self.engine.install(
@@ -340,16 +397,22 @@ class ChallengeService:
         return str(group_id)
 
     async def _customer(
-        self, session: AsyncSession, trader: TraderSpec, now: datetime
+        self, session: AsyncSession, trader: TraderSpec, tenant_id: str | None, now: datetime
     ) -> tuple[Customer, bool]:
+        """The trader's customer and whether it was created now. A partner
+        (``tenant_id`` set) reuses only its own trader (:func:`_tenants_own`): another
+        ``customer_id`` answers 422 ``unknown customer`` like a nonexistent one (no
+        existence leak), another customer's email 409 :data:`TRADER_EMAIL_REFUSED`."""
         if trader.customer_id is not None:
             customer = await session.get(Customer, trader.customer_id)
-            if customer is None:
+            if customer is None or not await _tenants_own(session, customer.id, tenant_id):
                 raise PropError(422, [_field("customer_id", "unknown customer", "customer")])
             return customer, False
         email = trader.email.strip().lower()
         customer = await session.scalar(select(Customer).where(Customer.email == email))
         if customer is not None:
+            if not await _tenants_own(session, customer.id, tenant_id):
+                raise PropError(409, TRADER_EMAIL_REFUSED)
             return customer, False
         customer = Customer(
             id=new_id(),
@@ -369,6 +432,12 @@ class ChallengeService:
         await session.flush()
         return customer, True
 
+    async def holds_foreign_accounts(self, customer_id: str, tenant_id: str | None) -> bool:
+        """Whether ``customer_id`` holds a trading account that is not a prop account
+        of ``tenant_id`` (:func:`foreign_to`)."""
+        async with self.kernel.db.read() as session:
+            return foreign_to(await account_owners(session, customer_id), tenant_id)
+
     async def _by_key(self, key: str, tenant_id: str | None) -> dict[str, Any] | None:
         async with self.kernel.db.read() as session:
             account_id = await session.scalar(
@@ -377,6 +446,39 @@ class ChallengeService:
         return (
             None if account_id is None else await self.get_account(account_id, tenant_id=tenant_id)
         )
+
+    async def _system_move(
+        self,
+        session: AsyncSession,
+        account: TradingAccount,
+        kind: str,
+        amount: Decimal,
+        comment: str,
+        actor: Actor,
+        now: datetime,
+    ) -> Transaction:
+        """One approved system transaction of ``kind`` moving ``amount`` (account
+        currency, signed: negative leaves) on ``account`` in ``session``: one ledger row
+        and ``transaction.created``."""
+        move = Transaction(
+            id=new_id(),
+            account_id=account.id,
+            login=account.login,
+            type=kind,
+            status="PENDING",
+            source="system",
+            amount=amount,
+            currency=account.currency,
+            account_amount=amount,
+            comment=comment,
+            created_by=actor.id,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(move)
+        await self.kernel.transactions.approve_in(session, move, account, actor, now)
+        TransactionService.event(session, "transaction.created", move, now)
+        return move
 
     async def provision(
         self,
@@ -392,7 +494,9 @@ class ChallengeService:
         plan's size, currency, leverage and group; the initial balance a ledger row;
         ``account.created`` emitted, and ``trader.created`` for a new customer).
         Idempotent on ``(tenant_id, external_ref)``: a repeat returns the first account.
-        404 unknown plan, 409 retired plan, 422 unknown ``customer_id``."""
+        404 unknown plan, 409 retired plan or (a partner) another customer's email,
+        422 unknown ``customer_id`` (for a partner: not its own trader; see
+        :meth:`_customer`)."""
         key = None if external_ref is None else f"{tenant_id or '-'}:{external_ref}"
         if key is not None:
             existing = await self._by_key(key, tenant_id)
@@ -406,7 +510,7 @@ class ChallengeService:
                 if plan.status != "active":
                     raise PropError(409, "The plan is retired")
                 spec = self.engine.plans.get(plan.id) or plan_spec(plan)
-                customer, created = await self._customer(session, trader, now)
+                customer, created = await self._customer(session, trader, tenant_id, now)
                 account = TradingAccount(
                     id=new_id(),
                     login=await kernel.ids.next_login(session),
@@ -425,24 +529,15 @@ class ChallengeService:
                 session.add(account)
                 await session.flush()
                 size = plan.account_size
-                deposit = Transaction(
-                    id=new_id(),
-                    account_id=account.id,
-                    login=account.login,
-                    type="DEPOSIT",
-                    status="PENDING",
-                    source="system",
-                    amount=size,
-                    currency=plan.currency,
-                    account_amount=size,
-                    comment=f"Prop challenge {plan.code}: initial balance",
-                    created_by=SYSTEM.id,
-                    created_at=now,
-                    updated_at=now,
+                await self._system_move(
+                    session,
+                    account,
+                    "DEPOSIT",
+                    size,
+                    f"Prop challenge {plan.code}: initial balance",
+                    SYSTEM,
+                    now,
                 )
-                session.add(deposit)
-                await kernel.transactions.approve_in(session, deposit, account, SYSTEM, now)
-                TransactionService.event(session, "transaction.created", deposit, now)
                 day = trading_day(now, spec.reset_time, spec.zone)
                 prop = PropAccount(
                     id=f"prop_{uuid.uuid4().hex[:20]}",
@@ -458,6 +553,7 @@ class ChallengeService:
                     cycle=1,
                     status="active",
                     initial_balance=size,
+                    account_size=size,
                     phase_started_at=now,
                     day=day,
                     day_reset_at=day_start(day, spec.reset_time, spec.zone),
@@ -550,15 +646,20 @@ class ChallengeService:
                     .offset(offset)
                 )
             ).all()
-        return [await self._account_json(row) for row in rows], int(total or 0)
+        return await self._accounts_json(rows), int(total or 0)
 
     async def get_account(self, account_id: str, *, tenant_id: str | None) -> dict[str, Any]:
         """State: id, login, plan_id, phase, status, balance, equity, drawdown used
         (daily and max), target progress, trading days, timestamps. 404 unknown."""
-        return await self._account_json(await self._row(account_id, tenant_id))
+        return (await self._accounts_json([await self._row(account_id, tenant_id)]))[0]
 
-    async def _account_json(self, row: PropAccount) -> dict[str, Any]:
-        metrics = await self._metrics(row)
+    async def _accounts_json(self, rows: Sequence[PropAccount]) -> list[dict[str, Any]]:
+        """The views of ``rows`` with a constant number of queries (histories of every
+        row at once, the trading accounts in one read)."""
+        return [self._account_json(row, metrics) for row, metrics in await self._metrics(rows)]
+
+    @staticmethod
+    def _account_json(row: PropAccount, metrics: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "id": row.id,
             "login": row.login,
@@ -573,6 +674,9 @@ class ChallengeService:
             "tier": row.tier,
             "currency": metrics["currency"],
             "initial_balance": row.initial_balance,
+            "account_size": row.account_size,
+            "profit_split": row.profit_split,
+            "scaled_at": row.scaled_at,
             **{k: v for k, v in metrics.items() if k not in ("rules", "currency")},
             "breach": None
             if row.breach_rule is None
@@ -593,7 +697,8 @@ class ChallengeService:
         }
 
     async def metrics(self, account_id: str, *, tenant_id: str | None) -> dict[str, Any]:
-        """Metrics snapshot: ``equity``, ``balance``; ``daily_drawdown`` = max(0, day
+        """Metrics snapshot: ``id``, ``login``, ``phase``, ``status`` (as
+        :meth:`get_account`), ``equity``, ``balance``; ``daily_drawdown`` = max(0, day
         start balance - equity) and ``max_drawdown`` = max(0, initial - equity) with
         their percent of the initial balance; ``profit``, ``target`` and
         ``target_progress_pct`` (profit / (target - initial) x 100); ``trading_days``;
@@ -602,18 +707,46 @@ class ChallengeService:
         without a maximum trading period); ``rules``: one item per rule
         ``{rule, type, objective, status, reason, numbers}`` (money as strings). 404."""
         row = await self._row(account_id, tenant_id)
-        return {"id": row.id, "login": row.login, **(await self._metrics(row))}
+        metrics = (await self._metrics([row]))[0][1]
+        return {
+            "id": row.id,
+            "login": row.login,
+            "phase": row.phase,
+            "status": row.status,
+            **metrics,
+        }
 
-    async def _metrics(self, row: PropAccount) -> dict[str, Any]:
+    async def _metrics(
+        self, rows: Sequence[PropAccount]
+    ) -> list[tuple[PropAccount, dict[str, Any]]]:
+        """Each row with its metrics (the :meth:`metrics` keys but id and login); the
+        histories and trading accounts of every row are read at once. 404 when a
+        trading account is gone."""
+        logins = [row.login for row in rows]
+        async with self.kernel.db.read() as session:
+            days, profit = await _histories(session, logins)
+        held = await self.kernel.trading.snapshots(logins)
+        metrics = []
+        for row in rows:
+            state = held.get(row.login)
+            if state is None:
+                raise PropError(404, "Account not found")
+            key = (row.login, row.cycle)
+            metrics.append(
+                (row, self._row_metrics(row, days.get(key, []), profit.get(key, {}), state))
+            )
+        return metrics
+
+    def _row_metrics(
+        self,
+        row: PropAccount,
+        days: Sequence[date],
+        profit: Mapping[date, Decimal],
+        held: AccountState,
+    ) -> dict[str, Any]:
         kernel = self.kernel
-        engine = self.engine
-        plan = engine.plans[row.plan_id]
-        async with kernel.db.read() as session:
-            days, profit = await engine.load_history(session, row.login, row.cycle)
-        view = engine.view_of(row, plan, days, profit)
-        held = await kernel.trading.snapshot(row.login)
-        if held is None:
-            raise PropError(404, "Account not found")
+        plan = self.engine.plans[row.plan_id]
+        view = self.engine.view_of(row, plan, days, profit)
         currency = plan.currency
         positions, equity = positions_of(held, kernel.trading.valuation)
         balance = held.balance
@@ -691,11 +824,15 @@ class ChallengeService:
 
     async def reset(self, account_id: str, *, tenant_id: str | None, actor: str) -> dict[str, Any]:
         """A fresh account for the current phase: positions closed, the balance set
-        back to the plan size (one ledger row), trading days, profit, peaks and breach
-        cleared, status active (funded on the funded stage). 404, 409 archived."""
+        back to the plan size (one ledger row), trading days, profit, peaks, breach and
+        scaling cleared, status active (funded on the funded stage). The account view
+        plus ``reset_fee``: the plan's fee the trader owes for it (None without one;
+        recorded on ``account.reset``, paid outside the trading account — no money moves
+        on it). 404, 409 archived."""
         row = await self._row(account_id, tenant_id)
         await self._job(PhaseJob(self.engine, row.login, "reset", actor))
-        return await self.get_account(account_id, tenant_id=tenant_id)
+        view = await self.get_account(account_id, tenant_id=tenant_id)
+        return {**view, "reset_fee": self.engine.plans[row.plan_id].reset_fee}
 
     OPERATIONS = {
         "deposit": ("DEPOSIT", "DEPOSIT"),
@@ -727,19 +864,14 @@ class ChallengeService:
         if row.status == "archived":
             raise PropError(409, "The account is archived")
         kind = kinds[0] if amount > 0 else kinds[1]
+        plan = self.engine.plans[row.plan_id]
         state = await self.kernel.trading.account_state(row.login)
         if kind == "WITHDRAWAL" and state is not None and amount > state["max_withdrawable"]:
+            withdrawable = money_text(state["max_withdrawable"], plan.currency)
             raise PropError(
                 422,
-                [
-                    _field(
-                        "amount",
-                        f"exceeds the withdrawable amount {state['max_withdrawable']}",
-                        "maximum",
-                    )
-                ],
+                [_field("amount", f"exceeds the withdrawable amount {withdrawable}", "maximum")],
             )
-        plan = self.engine.plans[row.plan_id]
         try:
             tx = await self.kernel.transactions.create_manual(
                 TransactionRequest(
@@ -885,7 +1017,7 @@ class ChallengeService:
             raise PropError(409, "Close every position before requesting a payout")
         profit = state.balance - row.initial_balance
         if profit <= 0:
-            raise PropError(409, f"No profit to pay out (profit {round_money(profit, currency)})")
+            raise PropError(409, f"No profit to pay out (profit {money_text(profit, currency)})")
         value = profit if amount is None else amount
         errors = []
         if value <= 0:
@@ -909,7 +1041,8 @@ class ChallengeService:
             )
         if errors:
             raise PropError(422, errors)
-        trader_share = round_money(value * plan.profit_split / HUNDRED, currency)
+        split = plan.profit_split if row.profit_split is None else row.profit_split
+        trader_share = round_money(value * split / HUNDRED, currency)
         payout = PropPayout(
             id=f"payout_{uuid.uuid4().hex[:20]}",
             account_id=row.id,
@@ -953,7 +1086,8 @@ class ChallengeService:
     ) -> dict[str, Any]:
         """Process a pending payout in one unit of work: an approved WITHDRAWAL of the
         amount (one ledger row, ``ledger_ref`` its transaction id), ``last_payout_at``
-        set, and with the plan's ``drawdown_after_payout`` = ``rebase`` the initial
+        set, the plan's scaling applied when due (:meth:`_scale`, ``account.scaled``),
+        and with the plan's ``drawdown_after_payout`` = ``rebase`` the initial
         balance, peaks and trailing floor re-based on the balance after the payout
         (``keep``: only the day snapshot moves down by the amount, since the money left
         without a loss). Emits ``payout.processed``. 404, 409 not pending, 422 when
@@ -966,34 +1100,27 @@ class ChallengeService:
                 raise PropError(404, "Payout not found")
             if payout.status != "pending":
                 raise PropError(409, f"The payout is {payout.status}")
-            row = await session.get(PropAccount, payout.account_id, with_for_update=True)
-            assert row is not None
+            # the trading account before the prop account, as the order workers lock
+            # them (PostgreSQL deadlocks on the opposite order)
             account = await ledger.lock_account(session, payout.login)
             assert account is not None
+            row = await session.get(PropAccount, payout.account_id, with_for_update=True)
+            assert row is not None
             if row.status != "funded":
                 raise PropError(409, f"The account is {row.status}")
             if payout.amount > account.balance - row.initial_balance:
                 raise PropError(
                     422, [_field("amount", "exceeds the account's profit now", "maximum")]
                 )
-            withdrawal = Transaction(
-                id=new_id(),
-                account_id=account.id,
-                login=account.login,
-                type="WITHDRAWAL",
-                status="PENDING",
-                source="system",
-                amount=-payout.amount,
-                currency=payout.currency,
-                account_amount=-payout.amount,
-                comment=f"Prop payout {payout.id}",
-                created_by=actor,
-                created_at=now,
-                updated_at=now,
+            withdrawal = await self._system_move(
+                session,
+                account,
+                "WITHDRAWAL",
+                -payout.amount,
+                f"Prop payout {payout.id}",
+                Actor(actor),
+                now,
             )
-            session.add(withdrawal)
-            await kernel.transactions.approve_in(session, withdrawal, account, Actor(actor), now)
-            TransactionService.event(session, "transaction.created", withdrawal, now)
             payout.status = "processed"
             payout.processed_by = actor
             payout.processed_at = now
@@ -1015,8 +1142,121 @@ class ChallengeService:
                 {**view.base_payload(), **self._payout_numbers(payout)},
                 now,
             )
+            scaled = await self._scale(session, row, account, Actor(actor), now)
+            if scaled is not None:
+                record_event(session, "account.scaled", {**view.base_payload(), **scaled}, now)
         await self._reinstall(row)
         return payout_json(payout)
+
+    async def reject_payout(
+        self, payout_id: str, *, tenant_id: str | None, actor: str, reason: str
+    ) -> dict[str, Any]:
+        """Decline a pending payout: status ``rejected`` with ``reason``, who and when;
+        no money moves (the profit stays on the account, a new request may follow).
+        Emits ``payout.rejected`` (the payout numbers and ``reason``). 404 unknown or
+        another tenant's, 409 not pending."""
+        now = self.kernel.clock.now()
+        async with self.kernel.db.transaction() as session:
+            payout = await session.get(PropPayout, payout_id, with_for_update=True)
+            if payout is None or (tenant_id is not None and payout.tenant_id != tenant_id):
+                raise PropError(404, "Payout not found")
+            if payout.status != "pending":
+                raise PropError(409, f"The payout is {payout.status}")
+            row = await session.get(PropAccount, payout.account_id)
+            assert row is not None
+            payout.status = "rejected"
+            payout.reason = reason
+            payout.processed_by = actor
+            payout.processed_at = now
+            view = self.engine.views.get(row.login) or self.engine.view_of(
+                row, self.engine.plans[row.plan_id]
+            )
+            record_event(
+                session,
+                "payout.rejected",
+                {**view.base_payload(), **self._payout_numbers(payout), "reason": reason},
+                now,
+            )
+        return payout_json(payout)
+
+    async def _scale(
+        self,
+        session: AsyncSession,
+        row: PropAccount,
+        account: TradingAccount,
+        actor: Actor,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """The plan's scaling, checked when a payout is processed (in its unit of work).
+
+        The scaling cycle runs from the funded start (or the last scaling) for
+        ``every_months`` calendar months; once it has run, the account qualifies when
+        the cycle holds at least ``min_payouts`` processed payouts and its profit —
+        the payouts processed in the cycle + (balance - initial balance) — is at least
+        ``min_profit_pct`` % of the account size. The size then grows by
+        ``increase_pct`` % (capped at ``max_size``; rounded to the currency): one
+        approved system DEPOSIT (one ledger row), the initial balance, day snapshot,
+        peaks and trailing floor move up by the increase (the floors follow the new
+        size), ``profit_split`` replaces the trader's share when given, and a new cycle
+        starts. Not qualifying: the cycle goes on to the next payout. Returns the
+        ``account.scaled`` numbers (money as strings), None when it did not scale."""
+        plan = await session.get(PropPlan, row.plan_id)
+        rules = None if plan is None else plan.scaling
+        if plan is None or not rules or row.status != "funded":
+            return None
+        start = row.scaled_at or row.funded_at or row.phase_started_at
+        if now < add_months(start, int(rules["every_months"])):
+            return None
+        amounts = (
+            await session.scalars(
+                select(PropPayout.amount).where(
+                    PropPayout.account_id == row.id,
+                    PropPayout.status == "processed",
+                    PropPayout.processed_at > start,
+                )
+            )
+        ).all()
+        size = row.account_size
+        profit = sum(amounts, Decimal(0)) + account.balance - row.initial_balance
+        minimum = Decimal(str(rules["min_profit_pct"]))
+        if len(amounts) < int(rules.get("min_payouts") or 0) or profit * HUNDRED < minimum * size:
+            return None
+        target = size * (HUNDRED + Decimal(str(rules["increase_pct"]))) / HUNDRED
+        if rules.get("max_size") is not None:
+            target = min(target, Decimal(str(rules["max_size"])))
+        currency = plan.currency
+        increase = round_money(target - size, currency)
+        if increase <= 0:
+            return None
+        await self._system_move(
+            session,
+            account,
+            "DEPOSIT",
+            increase,
+            f"Prop account {row.id} scaled to {money_text(size + increase, currency)}",
+            actor,
+            now,
+        )
+        row.account_size = size + increase
+        row.initial_balance += increase
+        row.day_start_balance += increase
+        row.day_start_equity += increase
+        row.peak_eod_balance += increase
+        row.peak_equity += increase
+        if row.max_loss_floor is not None:
+            row.max_loss_floor += increase
+        if rules.get("profit_split") is not None:
+            row.profit_split = Decimal(str(rules["profit_split"]))
+        row.scaled_at = now
+        split = plan.profit_split if row.profit_split is None else row.profit_split
+        return {
+            "previous_size": money_text(size, currency),
+            "account_size": money_text(row.account_size, currency),
+            "increase": money_text(increase, currency),
+            "cycle_profit": money_text(profit, currency),
+            "payouts": len(amounts),
+            "profit_split": str(split),
+        }
 
     async def list_payouts(
         self,

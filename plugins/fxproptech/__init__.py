@@ -2,8 +2,9 @@
 
 REST (``routes.py``): ``/v1/traders`` (list, detail, create with evaluation
 provisioning and an onboarding message, PATCH), ``/v1/evaluations`` (progress,
-provisioning after payment, pass, archive), ``/v1/payouts`` (list, approve); the
-WebSocket ``/v1/trades/stream`` (``stream.py``) with the partner's trade events.
+provisioning after payment, pass, archive), ``/v1/payouts`` (list, approve,
+reject); the WebSocket ``/v1/trades/stream`` (``stream.py``) with the partner's trade
+events.
 Partner OAuth2 tokens, scopes per route:
 
 =====================================  =================
@@ -15,7 +16,7 @@ GET /v1/evaluations/{id}               accounts:read
 POST /v1/evaluations, .../{id}/pass,   accounts:write
 DELETE /v1/evaluations/{id}
 GET /v1/payouts                        payouts:read
-POST /v1/payouts/approve               payouts:write
+POST /v1/payouts/approve, .../reject   payouts:write
 WS /v1/trades/stream                   accounts:read
 =====================================  =================
 

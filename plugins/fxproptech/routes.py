@@ -27,18 +27,18 @@ from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.storage.models import Customer
-from brokerkernel.plugins.challenges.service import PropError, TraderSpec
-from brokerkernel.plugins.fxproptech import schemas
-from brokerkernel.plugins.fxproptech.onboarding import SOURCE
-from brokerkernel.plugins.propfirm_api.common import (
+from brokerkernel.plugins.challenges.http import (
     guarded,
+    page_schema,
     paged,
     partner_actor,
     query,
     service,
     trader_spec,
 )
-from brokerkernel.plugins.propfirm_api.schemas import page_schema
+from brokerkernel.plugins.challenges.service import PropError, TraderSpec
+from brokerkernel.plugins.fxproptech import schemas
+from brokerkernel.plugins.fxproptech.onboarding import SOURCE
 
 TAGS: Final = ["fxproptech"]
 #: ``source`` of the evaluations ``POST /v1/evaluations`` provisions.
@@ -295,7 +295,9 @@ async def get_evaluation(request: web.Request) -> web.Response:
 @guarded
 async def create_evaluation(request: web.Request) -> web.Response:
     """A new evaluation account on ``plan_id`` for ``trader_id``'s customer or for
-    ``trader``; idempotent on ``payment_reference`` (a repeat returns the first)."""
+    ``trader``; idempotent on ``payment_reference`` (a repeat returns the first).
+    ``trader_id`` is refused (422) once its customer holds accounts outside the
+    partner's tenant (the service reuses only the partner's own traders)."""
     who = require_partner(request, "accounts:write")
     data = await validation.body(request, schemas.EVALUATION_CREATE)
     challenges = service(request)
@@ -305,13 +307,19 @@ async def create_evaluation(request: web.Request) -> web.Response:
         trader = TraderSpec(email=customer.email, customer_id=customer.id)
     else:
         trader = trader_spec(data["trader"])
-    account = await challenges.provision(
-        data["plan_id"],
-        trader,
-        tenant_id=who.tenant_id,
-        source=EVALUATION_SOURCE,
-        external_ref=data["payment_reference"],
-    )
+    try:
+        account = await challenges.provision(
+            data["plan_id"],
+            trader,
+            tenant_id=who.tenant_id,
+            source=EVALUATION_SOURCE,
+            external_ref=data["payment_reference"],
+        )
+    except PropError as exc:
+        if isinstance(exc.detail, list):  # field errors name the service's field
+            for error in exc.detail:
+                error["loc"] = ["trader_id" if p == "customer_id" else p for p in error["loc"]]
+        raise
     return respond(await _evaluation(request, account["id"], who.tenant_id), status=201)
 
 
@@ -404,6 +412,29 @@ async def approve_payout(request: web.Request) -> web.Response:
     return respond(payout_view(payout))
 
 
+@operation(
+    "Decline a payout",
+    tags=TAGS,
+    body=schemas.PAYOUT_REJECT,
+    responses={
+        200: schemas.PAYOUT_RESPONSE,
+        404: "Payout not found",
+        409: "Payout not pending",
+        422: "Invalid body",
+    },
+    security="partner:payouts:write",
+)
+@guarded
+async def reject_payout(request: web.Request) -> web.Response:
+    """Decline a pending payout with ``reason`` (no money moves, ``payout.rejected``)."""
+    who = require_partner(request, "payouts:write")
+    data = await validation.body(request, schemas.PAYOUT_REJECT)
+    payout = await service(request).reject_payout(
+        data["payout_id"], tenant_id=who.tenant_id, actor=partner_actor(who), reason=data["reason"]
+    )
+    return respond(payout_view(payout))
+
+
 ROUTES: Final = (
     ("GET", "/v1/traders", list_traders),
     ("POST", "/v1/traders", create_trader),
@@ -415,5 +446,6 @@ ROUTES: Final = (
     ("POST", "/v1/evaluations/{id}/pass", pass_evaluation),
     ("GET", "/v1/payouts", list_payouts),
     ("POST", "/v1/payouts/approve", approve_payout),
+    ("POST", "/v1/payouts/reject", reject_payout),
 )
 """Method, path and handler of every REST route."""

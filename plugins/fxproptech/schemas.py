@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokerkernel.plugins.challenges.http import (
+    EXTERNAL_REF,
+    PAGE_PROPERTIES,
+    REJECT_REASON,
+    TRADER,
+)
 from brokerkernel.plugins.challenges.models import ACCOUNT_STATUSES, PAYOUT_STATUSES
-from brokerkernel.plugins.propfirm_api.schemas import EXTERNAL_REF, PAGE_PROPERTIES, TRADER
 
 ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 40}
 #: ``plan_id`` of an evaluation: a plan the partner owns or may sell.
@@ -65,6 +70,13 @@ PAYOUT_APPROVE: dict[str, Any] = {
     "type": "object",
     "required": ["payout_id"],
     "properties": {"payout_id": ID},
+    "additionalProperties": False,
+}
+
+PAYOUT_REJECT: dict[str, Any] = {
+    "type": "object",
+    "required": ["payout_id", "reason"],
+    "properties": {"payout_id": ID, "reason": REJECT_REASON},
     "additionalProperties": False,
 }
 

@@ -62,7 +62,7 @@ from brokerkernel.api.auth import (
 )
 from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import dumps, loads
-from brokerkernel.api.live import text_frame
+from brokerkernel.api.live import SLOW_CONSUMER, close_socket, text_frame, write_frame
 from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.cache import RedisCache
 from brokerkernel.kernel.events import STREAM, DomainEvent
@@ -91,7 +91,6 @@ PING_MIN_S: Final = 5.0
 within half the interval, so a short heartbeat must not shorten that deadline)."""
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_FORBIDDEN: Final = 4403
-_CLOSE_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -170,7 +169,10 @@ class TradeStreamHub:
         clients = [c for group in self._clients.values() for c in group]
         self._clients.clear()
         await asyncio.gather(
-            *(self._close(c, WSCloseCode.GOING_AWAY, "Server shutting down") for c in clients),
+            *(
+                close_socket(c.ws, c.transport, WSCloseCode.GOING_AWAY, "Server shutting down")
+                for c in clients
+            ),
             return_exceptions=True,
         )
         if self._tail_task is not None:
@@ -285,34 +287,22 @@ class TradeStreamHub:
 
     def write(self, client: TradeClient, frame: bytes) -> None:
         """Write one frame into the client's transport, or drop a client whose unsent
-        data passed the limit (1008) so it never slows the others."""
-        transport = client.transport
-        if transport is None or transport.is_closing() or client.ws.closed:
+        data passed the limit (1008) so it never slows the others (:func:`write_frame`)."""
+        outcome = write_frame(client.ws, client.transport, frame, self._max_buffer)
+        if outcome == "gone":
             self.disconnect(client)
-            return
-        if transport.get_write_buffer_size() > self._max_buffer:
+        elif outcome == "slow":
             self.dropped_slow += 1
-            self.drop(client, WSCloseCode.POLICY_VIOLATION, "Slow consumer")
-            return
-        transport.write(frame)
-        self.frames_sent += 1
+            self.drop(client, WSCloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+        else:
+            self.frames_sent += 1
 
     def drop(self, client: TradeClient, code: int, reason: str) -> None:
         """Stop sending to ``client`` now and close it with ``code`` in the background."""
         self.disconnect(client)
-        task = asyncio.create_task(self._close(client, code, reason))
+        task = asyncio.create_task(close_socket(client.ws, client.transport, code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    @staticmethod
-    async def _close(client: TradeClient, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(
-                client.ws.close(code=code, message=reason.encode()), _CLOSE_TIMEOUT_S
-            )
-        except Exception:
-            if client.transport is not None:
-                client.transport.abort()
 
     async def _heartbeats(self) -> None:
         while True:

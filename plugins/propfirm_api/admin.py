@@ -10,13 +10,15 @@ PATCH    /api/platform/prop/plans/{id}             manage_groups
 DELETE   /api/platform/prop/plans/{id}             manage_groups (retired when used)
 GET      /api/backoffice/prop/payouts              approve_deposits
 PATCH    /api/backoffice/prop/payouts/{id}/approve approve_deposits
+PATCH    /api/backoffice/prop/payouts/{id}/reject  approve_deposits
 =======  ========================================  =================
 
 Permissions are the seed's closest existing ones (``broker-platform-api-reference``):
 plans configure trading groups and risk like ``POST /api/platform/groups``
 (``manage_groups``); approving a payout moves money like ``PATCH
-/api/backoffice/transactions/{id}/approve`` (``approve_deposits``). Staff act with
-``tenant_id=None``: the broker's plans, and every tenant's payouts.
+/api/backoffice/transactions/{id}/approve`` (``approve_deposits``), and declining one
+is the same decision. Staff act with ``tenant_id=None``: the broker's plans, and every
+tenant's payouts.
 """
 
 from __future__ import annotations
@@ -29,14 +31,9 @@ from brokerkernel.api import validation
 from brokerkernel.api.auth import require_staff
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.openapi import operation
+from brokerkernel.plugins.challenges.http import page_schema, paged, path_id, query, service
 from brokerkernel.plugins.propfirm_api import schemas
-from brokerkernel.plugins.propfirm_api.common import (
-    add_routes,
-    paged,
-    path_id,
-    query,
-    service,
-)
+from brokerkernel.plugins.propfirm_api.common import add_routes
 
 PLANS = "/api/platform/prop/plans"
 PAYOUTS = "/api/backoffice/prop/payouts"
@@ -110,7 +107,7 @@ async def retire_plan(request: web.Request) -> web.Response:
     "List prop payouts (every tenant)",
     tags=TAGS,
     query=schemas.PAYOUTS_QUERY,
-    responses={200: schemas.page_schema("payouts"), 422: "Bad query"},
+    responses={200: page_schema("payouts"), 422: "Bad query"},
     security=f"staff:{PAYOUT_PERMISSION}",
 )
 async def list_payouts(request: web.Request) -> web.Response:
@@ -141,6 +138,29 @@ async def approve_payout(request: web.Request) -> web.Response:
     return respond(payout)
 
 
+@operation(
+    "Decline a pending prop payout",
+    tags=TAGS,
+    body=schemas.PAYOUT_REJECT,
+    responses={
+        200: "The rejected payout",
+        404: "Payout not found",
+        409: "Not pending",
+        422: "Invalid body",
+    },
+    security=f"staff:{PAYOUT_PERMISSION}",
+)
+async def reject_payout(request: web.Request) -> web.Response:
+    """Declines the payout with ``reason``: no money moves, ``payout.rejected`` is
+    emitted."""
+    who = require_staff(request, PAYOUT_PERMISSION)
+    data = await validation.body(request, schemas.PAYOUT_REJECT)
+    payout = await service(request).reject_payout(
+        path_id(request), tenant_id=None, actor=who.subject, reason=data["reason"]
+    )
+    return respond(payout)
+
+
 ROUTES = (
     ("GET", PLANS, list_plans),
     ("POST", PLANS, create_plan),
@@ -149,6 +169,7 @@ ROUTES = (
     ("DELETE", PLANS + "/{id}", retire_plan),
     ("GET", PAYOUTS, list_payouts),
     ("PATCH", PAYOUTS + "/{id}/approve", approve_payout),
+    ("PATCH", PAYOUTS + "/{id}/reject", reject_payout),
 )
 
 

@@ -1,10 +1,9 @@
-"""What the Orchestration, Storefront and broker-admin routes share.
+"""What the Orchestration, Storefront and broker-admin routes share, beyond the
+partner-route helpers of :mod:`brokerkernel.plugins.challenges.http` (``guarded``, ``query``,
+``paged``, ``service``, ``partner_actor``, ``trader_spec``) that the FXPropTech API
+uses too.
 
-* :func:`guarded` turns a :class:`~brokerkernel.plugins.challenges.service.PropError`
-  raised by the challenges service into the HTTP error (``{"detail": ...}`` with its
-  status) and keeps the handler's OpenAPI metadata;
-* :func:`query` / :func:`paged`: query parameters checked against a schema (every
-  error at once) and the ``{"items", "total", "limit", "offset"}`` page body;
+* :func:`add_routes`: the routes, each :func:`~brokerkernel.plugins.challenges.http.guarded`;
 * :func:`sso_token`: the embedded-terminal SSO token, a one-time customer autologin
   token (:mod:`brokerkernel.kernel.identity.autologin`) redeemable once at
   ``GET /api/customer/autologin?token=...``, refused for a trader who also holds
@@ -12,46 +11,36 @@
 * :func:`provision_account`, :func:`request_payout`, :func:`account_sso`: the
   handlers' bodies both partner postures share (they differ by scope and options);
   a posture provisions only on its own kind of plan (Orchestration: the tenant's;
-  Storefront: the broker's, :func:`catalog_plan`);
-* :func:`partner_actor`: the ``actor`` the service records for a partner (staff act
-  as their user id, as in the money layer).
+  Storefront: the broker's, :func:`catalog_plan`).
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, or_, select
 from yarl import URL
 
 from brokerkernel.api import validation
-from brokerkernel.api.auth import Principal, require_partner
+from brokerkernel.api.auth import require_partner
 from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
-from brokerkernel.kernel.storage.models import TradingAccount
-from brokerkernel.plugins.challenges.models import PropAccount
-from brokerkernel.plugins.challenges.service import (
-    PLUGIN_NAME,
-    ChallengeService,
-    PropError,
-    TraderSpec,
-    challenge_service,
+from brokerkernel.plugins.challenges.http import (
+    Handler,
+    guarded,
+    partner_actor,
+    path_id,
+    service,
+    trader_spec,
 )
+from brokerkernel.plugins.challenges.service import PLUGIN_NAME, PropError
 from brokerkernel.plugins.propfirm_api import schemas
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The customer autologin endpoint that redeems an SSO token (seed section 2).
 AUTOLOGIN_PATH = "/api/customer/autologin"
-#: Query text parsed as an integer or a boolean (then checked against its schema).
-INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
-BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 SSO_REFUSED = "The trader also holds accounts outside your tenant: sign-in goes through the broker"
 
 
@@ -74,56 +63,6 @@ def add_routes(
         app.router.add_route(method, base + path, guarded(handler))
 
 
-def guarded(handler: Handler) -> Handler:
-    """``handler`` with PropError answered as ``{"detail": detail}`` and its status."""
-
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except PropError as exc:
-            raise ApiError(exc.status, exc.detail) from exc
-
-    return wrapper
-
-
-def service(request: web.Request) -> ChallengeService:
-    """The challenges service of the request's kernel (RuntimeError if not enabled)."""
-    return challenge_service(request.app[KERNEL])
-
-
-def path_id(request: web.Request) -> str:
-    """The ``{id}`` path parameter."""
-    return request.match_info["id"]
-
-
-def query(request: web.Request, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The query parameters ``schema`` (an object schema) declares: integers and
-    booleans parsed, checked together (422 listing every error, ``loc`` ``["query",
-    name]``), defaults filled in. Absent or empty parameters are left out."""
-    properties: Mapping[str, Any] = schema["properties"]
-    values: dict[str, Any] = {}
-    for name, spec in properties.items():
-        text = request.query.get(name)
-        if not text:
-            continue
-        kind = spec.get("type")
-        if kind == "integer" and INTEGER.fullmatch(text):
-            values[name] = int(text)
-        elif kind == "boolean" and text.lower() in BOOLEANS:
-            values[name] = BOOLEANS[text.lower()]
-        else:
-            values[name] = text
-    validation.check(schema, values, "query")
-    defaults = {name: spec["default"] for name, spec in properties.items() if "default" in spec}
-    return {**defaults, **values}
-
-
-def paged(items: list[dict[str, Any]], total: int, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A page body: the items, the number of all matches, and the page asked for."""
-    return {"items": items, "total": total, "limit": params["limit"], "offset": params["offset"]}
-
-
 async def sso_token(request: web.Request, customer_id: str) -> dict[str, Any]:
     """A short-lived single-use SSO token for ``customer_id``'s embedded terminal.
 
@@ -143,22 +82,6 @@ async def sso_token(request: web.Request, customer_id: str) -> dict[str, Any]:
     }
 
 
-def partner_actor(who: Principal) -> str:
-    """``partner:<client_id>``: who acted, as the service records it."""
-    return f"partner:{who.subject}"
-
-
-def trader_spec(data: dict[str, Any]) -> TraderSpec:
-    """The :class:`TraderSpec` of a validated ``trader`` object (schemas.TRADER)."""
-    return TraderSpec(
-        email=data["email"],
-        first_name=data.get("first_name", ""),
-        last_name=data.get("last_name", ""),
-        country=data.get("country"),
-        phone=data.get("phone"),
-    )
-
-
 async def provision_account(
     request: web.Request, scope: str, *, source: str, catalog: bool
 ) -> web.Response:
@@ -168,10 +91,8 @@ async def provision_account(
     catalog; False (Orchestration) only on the tenant's own plans (404 otherwise)."""
     who = require_partner(request, scope)
     data = await validation.body(request, schemas.PROVISION)
-    if catalog:
+    if catalog:  # the service's catalog also holds the tenant's own plans
         await catalog_plan(request, data["planId"], who.tenant_id)
-    else:
-        await service(request).get_plan(data["planId"], tenant_id=who.tenant_id)
     account = await service(request).provision(
         data["planId"],
         trader_spec(data["trader"]),
@@ -214,37 +135,19 @@ async def request_payout(request: web.Request, scope: str, *, execute: bool) -> 
     return respond(payout, 201 if execute else 202)
 
 
-async def holds_foreign_accounts(
-    request: web.Request, customer_id: str, tenant_id: str | None
-) -> bool:
-    """Whether ``customer_id`` holds a trading account that is not a prop account of
-    ``tenant_id`` (a retail account, or another tenant's prop account)."""
-    query = (
-        select(func.count())
-        .select_from(TradingAccount)
-        .outerjoin(PropAccount, PropAccount.login == TradingAccount.login)
-        .where(
-            TradingAccount.customer_id == customer_id,
-            or_(PropAccount.id.is_(None), PropAccount.tenant_id.is_distinct_from(tenant_id)),
-        )
-    )
-    async with request.app[KERNEL].db.read() as session:
-        return bool(await session.scalar(query))
-
-
 async def account_sso(request: web.Request, scope: str) -> web.Response:
     """An SSO token (:func:`sso_token`) for the trader of the tenant's account ``{id}``
     (404 for another tenant's).
 
     The token opens a session on every account of the trader, so it is refused (409
     :data:`SSO_REFUSED`) when the trader also holds accounts outside the caller's
-    tenant (traders are found by email when provisioned): a partner never signs in to
-    a broker client's or another firm's accounts.
-    """
+    tenant: a partner never signs in to a broker client's or another firm's accounts.
+    Defence in depth: provisioning reuses only the tenant's own traders, but the broker
+    may open other accounts for that customer later."""
     who = require_partner(request, scope)
     await validation.body(request, schemas.EMPTY_BODY)
     account = await service(request).get_account(path_id(request), tenant_id=who.tenant_id)
     customer_id = str(account["customer_id"])
-    if await holds_foreign_accounts(request, customer_id, who.tenant_id):
+    if await service(request).holds_foreign_accounts(customer_id, who.tenant_id):
         raise ApiError(409, SSO_REFUSED)
     return respond(await sso_token(request, customer_id))

@@ -44,18 +44,21 @@ from brokerkernel.api import validation
 from brokerkernel.api.auth import require_partner
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.openapi import operation
+from brokerkernel.plugins.challenges.http import (
+    page_schema,
+    paged,
+    partner_actor,
+    path_id,
+    query,
+    service,
+)
 from brokerkernel.plugins.propfirm_api import schemas
 from brokerkernel.plugins.propfirm_api.common import (
     SSO_REFUSED,
     account_sso,
     add_routes,
-    paged,
-    partner_actor,
-    path_id,
     provision_account,
-    query,
     request_payout,
-    service,
 )
 
 BASE = "/api/v1/propfirm"
@@ -154,7 +157,7 @@ async def provision(request: web.Request) -> web.Response:
     "List accounts (filter by status/phase/plan)",
     tags=TAGS,
     query=schemas.ACCOUNTS_QUERY,
-    responses={200: schemas.page_schema("accounts"), 422: "Bad query"},
+    responses={200: page_schema("accounts"), 422: "Bad query"},
     security="partner:accounts:read",
 )
 async def list_accounts(request: web.Request) -> web.Response:
@@ -298,7 +301,7 @@ async def trigger_payout(request: web.Request) -> web.Response:
     "List payouts",
     tags=TAGS,
     query=schemas.PAYOUTS_QUERY,
-    responses={200: schemas.page_schema("payouts"), 422: "Bad query"},
+    responses={200: page_schema("payouts"), 422: "Bad query"},
     security="partner:payouts:read",
 )
 async def list_payouts(request: web.Request) -> web.Response:

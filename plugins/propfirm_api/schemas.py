@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from brokerkernel.api.routes.admin import EMAIL, NAME
 from brokerkernel.api.validation import decimal_schema
+from brokerkernel.plugins.challenges.http import (
+    EXTERNAL_REF,
+    PAGE_PROPERTIES,
+    REJECT_REASON,
+    TRADER,
+)
 from brokerkernel.plugins.challenges.models import ACCOUNT_STATUSES, PAYOUT_STATUSES
 from brokerkernel.plugins.challenges.plans import PLAN_SCHEMA, PLAN_UPDATE_SCHEMA
 
@@ -24,28 +29,6 @@ PLAN_PATCH = PLAN_UPDATE_SCHEMA
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
 
 BALANCE_OPERATIONS = ("deposit", "withdraw", "credit", "adjust")
-
-TRADER: dict[str, Any] = {
-    "type": "object",
-    "description": "The trader: found by email, or created when new (trader.created)",
-    "required": ["email"],
-    "properties": {
-        "email": EMAIL,
-        "first_name": NAME,
-        "last_name": NAME,
-        "country": {"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1"},
-        "phone": {"type": "string", "pattern": r"^\+?[0-9]{6,20}$"},
-    },
-    "additionalProperties": False,
-}
-
-EXTERNAL_REF: dict[str, Any] = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 128,
-    "description": "The partner's own reference (e.g. its order id): a repeat with the "
-    "same reference returns the first account instead of provisioning another",
-}
 
 PROVISION: dict[str, Any] = {
     "type": "object",
@@ -96,17 +79,12 @@ PAYOUT: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-PAGE_LIMIT_MAX = 500
-PAGE_LIMIT_DEFAULT = 50
-#: ``limit`` / ``offset`` query parameters of every list.
-PAGE_PROPERTIES: dict[str, Any] = {
-    "limit": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": PAGE_LIMIT_MAX,
-        "default": PAGE_LIMIT_DEFAULT,
-    },
-    "offset": {"type": "integer", "minimum": 0, "default": 0},
+#: ``PATCH /api/backoffice/prop/payouts/{id}/reject``.
+PAYOUT_REJECT: dict[str, Any] = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {"reason": REJECT_REASON},
+    "additionalProperties": False,
 }
 
 PLANS_QUERY: dict[str, Any] = {
@@ -157,17 +135,3 @@ SSO_RESPONSE: dict[str, Any] = {
         "expires_at": {"type": "string", "format": "date-time"},
     },
 }
-
-
-def page_schema(item: str) -> dict[str, Any]:
-    """OpenAPI description of a page of ``item``."""
-    return {
-        "type": "object",
-        "description": f"A page of {item}, newest first",
-        "properties": {
-            "items": {"type": "array", "items": {"type": "object"}},
-            "total": {"type": "integer", "description": "Every match, all pages"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-    }

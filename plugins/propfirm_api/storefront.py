@@ -28,6 +28,7 @@ from aiohttp import web
 from brokerkernel.api.auth import require_partner
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.openapi import operation
+from brokerkernel.plugins.challenges.http import path_id, service
 from brokerkernel.plugins.propfirm_api import schemas
 from brokerkernel.plugins.propfirm_api.common import (
     SSO_REFUSED,
@@ -35,10 +36,8 @@ from brokerkernel.plugins.propfirm_api.common import (
     add_routes,
     broker_owned,
     catalog_plan,
-    path_id,
     provision_account,
     request_payout,
-    service,
 )
 
 BASE = "/api/v1/storefront"

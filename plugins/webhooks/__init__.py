@@ -54,8 +54,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "minimum": 1,
             "maximum": 10000,
             "default": 64,
-            "description": "HTTP requests in flight at once per process (the kernel's "
-            "shared HTTP client keeps at most 100 connections).",
+            "description": "HTTP requests in flight at once per process; the worker's "
+            "keep-alive pool holds as many connections.",
         },
         "batch_size": {
             "type": "integer",

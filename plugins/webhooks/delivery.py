@@ -3,11 +3,13 @@
 Each pass claims up to ``batch_size`` due deliveries of enabled subscriptions with a
 lease, in one UPDATE (its subquery uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on
 SQLite the statement holds the write lock), so several processes never claim one row.
-It POSTs them over the kernel's shared keep-alive aiohttp session with at most
-``concurrency`` requests in flight, then writes the outcomes and the attempt log in
-one transaction while the next batch is claimed and sent. Everything is in the
-database, so a restart loses nothing: the next process picks the due rows up on its
-first pass, and a lease left by a process that died expires after ``lease_s``.
+``concurrency`` lanes POST them over the worker's own keep-alive aiohttp session (a
+pool of ``concurrency`` connections, no cookie jar, no ``Accept`` headers), each
+signed over the stored body bytes; then one transaction writes the batch's attempt
+log (one multi-row insert) and its outcomes (one UPDATE per distinct outcome: one
+for a batch that all succeeded), while the next batch is claimed and sent. Everything
+is in the database, so a restart loses nothing: the next process picks the due rows up
+on its first pass, and a lease left by a process that died expires after ``lease_s``.
 
 Outcomes (Standard Webhooks, "Retries"; schedule from the issue):
 
@@ -31,19 +33,21 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
-from sqlalchemy import Table, bindparam, exists, insert, or_, select, update
+from sqlalchemy import exists, insert, or_, select, update
 
 from brokerkernel.kernel.security import WallClock
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.plugins.webhooks.models import (
-    WebhookAttempt,
+    ATTEMPTS,
+    DELIVERIES,
     WebhookDelivery,
     WebhookSubscription,
 )
@@ -55,9 +59,7 @@ EXCERPT_CHARS = 512
 #: Pause after a wake-up, so one pass claims a burst of new deliveries together.
 COALESCE_S = 0.01
 GONE_REASON = "The endpoint answered 410 Gone"
-#: Core tables: a pass's outcomes and attempts are written with one executemany each.
-DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
-ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[assignment]
+USER_AGENT = "brokerkernel-webhooks/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,14 @@ class Claimed:
     id: str
     subscription_id: str
     attempts: int
-    body: str
+    body: bytes
     url: str
     secrets: tuple[str, ...]
+
+
+#: A delivery's values after an attempt: ``(status, last_status_code, last_error,
+#: next_attempt_at, completed_at)``; deliveries with equal values share one UPDATE.
+Change = tuple[str, int | None, str | None, datetime | None, datetime | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +140,16 @@ def _retry_after(raw: str | None, now: datetime) -> timedelta | None:
 
 
 class DeliveryWorker:
-    """Sends due deliveries (module docstring); ``http`` returns the shared session."""
+    """Sends due deliveries (module docstring)."""
 
     def __init__(
-        self,
-        db: Database,
-        signer: Signer,
-        settings: DeliverySettings,
-        wall: WallClock,
-        http: Callable[[], aiohttp.ClientSession],
+        self, db: Database, signer: Signer, settings: DeliverySettings, wall: WallClock
     ) -> None:
         self._db = db
         self._signer = signer
         self._settings = settings
         self._wall = wall
-        self._http = http
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -165,12 +166,30 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self) -> None:
-        """Finish the pass under way (its requests and records), then exit."""
+        """Finish the pass under way (its requests and records), then exit and close
+        the HTTP session (a later :meth:`drain` opens a new one)."""
         if self._task is not None:
             self._stopping = True
             self._wake.set()
             await self._task
             self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The worker's keep-alive session (opened on first use): one pooled
+        connection per request in flight, no cookies kept from partners' answers,
+        no ``Accept``/``Accept-Encoding`` headers."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.concurrency),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT},
+                skip_auto_headers=("Accept", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
+            )
+        return self._session
 
     async def drain(self) -> int:
         """Send everything due now, pass after pass, until nothing is due (and no
@@ -214,14 +233,17 @@ class DeliveryWorker:
                 return 0
             await self._settle()
             return await self._pass()  # the write may have made retries due
-        gate = asyncio.Semaphore(self._settings.concurrency)
         http = self._http()
+        queue = iter(enumerate(claimed))
+        found: dict[int, Outcome] = {}
 
-        async def bounded(item: Claimed) -> Outcome:
-            async with gate:
-                return await self._send(http, item)
+        async def lane() -> None:
+            for index, item in queue:
+                found[index] = await self._send(http, item)
 
-        outcomes = await asyncio.gather(*(bounded(item) for item in claimed))
+        lanes = min(self._settings.concurrency, len(claimed))
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+        outcomes = [found[index] for index in range(len(claimed))]
         await self._settle()
         self._recording = asyncio.create_task(
             self._record(claimed, outcomes, token), name="webhook-record"
@@ -258,62 +280,66 @@ class DeliveryWorker:
         if not self._db.is_sqlite:
             due = due.with_for_update(skip_locked=True)
         async with self._db.sessions() as session:
-            # One UPDATE claims the rows: atomic on SQLite (the write lock covers the
-            # subquery), and on PostgreSQL the subquery skips rows locked by others.
-            leased = await session.execute(
-                update(delivery)
-                .where(delivery.id.in_(due))
-                .values(
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
+            # One UPDATE claims the rows and returns them (no scan for the lease token):
+            # atomic on SQLite (the write lock covers the subquery), and on PostgreSQL
+            # the subquery skips rows locked by others.
+            leased = (
+                await session.execute(
+                    update(DELIVERIES)
+                    .where(DELIVERIES.c.id.in_(due))
+                    .values(
+                        lease_token=token,
+                        lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
+                    )
+                    .returning(
+                        DELIVERIES.c.id,
+                        DELIVERIES.c.subscription_id,
+                        DELIVERIES.c.attempts,
+                        DELIVERIES.c.body,
+                        DELIVERIES.c.next_attempt_at,
+                    )
                 )
-                .execution_options(synchronize_session=False)
-            )
-            if not leased.rowcount:  # type: ignore[attr-defined]
+            ).all()
+            if not leased:
                 return [], token
-            rows = await session.execute(
-                select(
-                    delivery.id,
-                    delivery.subscription_id,
-                    delivery.attempts,
-                    delivery.body,
-                    subscription.url,
-                    subscription.secret,
-                    subscription.previous_secret,
-                    subscription.previous_secret_expires_at,
-                )
-                .join(subscription, subscription.id == delivery.subscription_id)
-                .where(delivery.lease_token == token)
-                .order_by(delivery.next_attempt_at)
-            )
-            claimed = [
-                Claimed(
-                    id=r.id,
-                    subscription_id=r.subscription_id,
-                    attempts=r.attempts,
-                    body=r.body,
-                    url=r.url,
-                    secrets=(r.secret,)
+            endpoints = {
+                r.id: (
+                    r.url,
+                    (r.secret,)
                     if r.previous_secret is None or r.previous_secret_expires_at <= now
                     else (r.secret, r.previous_secret),
                 )
-                for r in rows
-            ]
+                for r in await session.execute(
+                    select(
+                        subscription.id,
+                        subscription.url,
+                        subscription.secret,
+                        subscription.previous_secret,
+                        subscription.previous_secret_expires_at,
+                    ).where(subscription.id.in_({r.subscription_id for r in leased}))
+                )
+            }
             await session.commit()
-        return claimed, token
+        return [
+            Claimed(
+                id=r.id,
+                subscription_id=r.subscription_id,
+                attempts=r.attempts,
+                body=r.body.encode(),
+                url=endpoints[r.subscription_id][0],
+                secrets=endpoints[r.subscription_id][1],
+            )
+            for r in sorted(leased, key=lambda r: r.next_attempt_at)
+        ], token
 
     async def _send(self, http: aiohttp.ClientSession, item: Claimed) -> Outcome:
-        headers = self._signer.headers(item.id, datetime.now(UTC), item.body, item.secrets)
+        headers = self._signer.headers(item.id, int(time.time()), item.body, item.secrets)
         started = time.perf_counter()
         status: int | None = None
         error = excerpt = retry_after = None
         try:
             async with http.post(
-                item.url,
-                data=item.body.encode(),
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
+                item.url, data=item.body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -329,40 +355,33 @@ class DeliveryWorker:
             status, latency_ms, error, excerpt[:EXCERPT_CHARS] if excerpt else None, retry_after
         )
 
-    def _next(self, item: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    def _next(self, item: Claimed, outcome: Outcome, now: datetime) -> Change:
         """The delivery's new values after ``outcome`` (see the module docstring)."""
         attempts = item.attempts + 1
-        values: dict[str, Any] = {
-            "v_attempts": attempts,
-            "v_code": outcome.status_code,
-            "v_error": outcome.error,
-            "v_next": None,
-            "v_completed": now,
-        }
-        code = outcome.status_code
+        code, error = outcome.status_code, outcome.error
         if code is not None and 200 <= code < 300:
-            return {**values, "v_status": "succeeded"}
+            return ("succeeded", code, error, None, now)
         if code == 410 or attempts >= self._settings.max_attempts:
-            return {**values, "v_status": "failed"}
+            return ("failed", code, error, None, now)
         wait = self._settings.delay_before(attempts + 1)
         if code == 429:
             asked = _retry_after(outcome.retry_after, now)
             if asked is not None:
                 cap = timedelta(seconds=self._settings.max_retry_after_s)
                 wait = max(wait, min(asked, cap))
-        return {**values, "v_status": "pending", "v_next": now + wait, "v_completed": None}
+        return ("pending", code, error, now + wait, None)
 
     async def _record(
         self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome], token: str
     ) -> None:
         now = self._wall.now()
         pairs = list(zip(claimed, outcomes, strict=True))
-        changes = [
-            {"k_id": item.id, "k_token": token, **self._next(item, outcome, now)}
-            for item, outcome in pairs
-        ]
+        changes: dict[Change, list[str]] = defaultdict(list)
+        for item, outcome in pairs:
+            changes[self._next(item, outcome, now)].append(item.id)
         gone = sorted({item.subscription_id for item, o in pairs if o.status_code == 410})
-        async with self._db.transaction() as session:
+        # Not a Database.transaction(): no outbox rows here, so no relay to wake.
+        async with self._db.sessions() as session:
             await session.execute(
                 insert(ATTEMPTS),
                 [
@@ -379,29 +398,30 @@ class DeliveryWorker:
                     for item, outcome in pairs
                 ],
             )
-            await session.execute(
-                update(DELIVERIES)
-                .where(
-                    DELIVERIES.c.id == bindparam("k_id"),
-                    DELIVERIES.c.lease_token == bindparam("k_token"),
-                    DELIVERIES.c.status == "pending",  # not cancelled meanwhile
+            for (status, code, error, next_at, completed_at), ids in changes.items():
+                await session.execute(
+                    update(DELIVERIES)
+                    .where(
+                        DELIVERIES.c.id.in_(ids),
+                        DELIVERIES.c.lease_token == token,
+                        DELIVERIES.c.status == "pending",  # not cancelled meanwhile
+                    )
+                    .values(
+                        status=status,
+                        attempts=DELIVERIES.c.attempts + 1,  # the lease holds the row
+                        next_attempt_at=next_at,
+                        last_status_code=code,
+                        last_error=error,
+                        completed_at=completed_at,
+                        lease_token=None,
+                        lease_expires_at=None,
+                    )
                 )
-                .values(
-                    status=bindparam("v_status"),
-                    attempts=bindparam("v_attempts"),
-                    next_attempt_at=bindparam("v_next"),
-                    last_status_code=bindparam("v_code"),
-                    last_error=bindparam("v_error"),
-                    completed_at=bindparam("v_completed"),
-                    lease_token=None,
-                    lease_expires_at=None,
-                ),
-                changes,
-            )
             if gone:
                 await session.execute(
                     update(WebhookSubscription)
                     .where(WebhookSubscription.id.in_(gone))
                     .values(enabled=False, disabled_reason=GONE_REASON, updated_at=now)
                 )
+            await session.commit()
         self.sent += len(claimed)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -101,3 +102,8 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(512))
     response_excerpt: Mapped[str | None] = mapped_column(String(512))
+
+
+#: The Core tables, for bulk statements (executemany, multi-row inserts).
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[assignment]

@@ -25,9 +25,7 @@ class WebhookService:
         self.settings = DeliverySettings.from_config(config)
         signer = Signer(kernel.tokens.box(BOX_PURPOSE))
         self.subscriptions = Subscriptions(kernel.db, signer, self.wall, config["rotation_grace_s"])
-        self.worker = DeliveryWorker(
-            kernel.db, signer, self.settings, self.wall, lambda: kernel.http
-        )
+        self.worker = DeliveryWorker(kernel.db, signer, self.settings, self.wall)
         self.dispatcher = Dispatcher(
             kernel.db, self.wall, self.settings.delay_before(1), self.worker.wake
         )
@@ -44,5 +42,5 @@ def webhook_service(kernel: Any) -> WebhookService:
     service = kernel.extensions.get(PLUGIN_NAME)
     if not isinstance(service, WebhookService):
         service = kernel.extensions[PLUGIN_NAME] = WebhookService(kernel)
-        kernel.bus.subscribe(service.dispatcher.on_event)
+        kernel.bus.subscribe_batch(service.dispatcher.on_events)
     return service

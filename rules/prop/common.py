@@ -138,6 +138,25 @@ class FloorSpec:
         ]
         return levels
 
+    def trailing_levels(self, allowance: Decimal, lock: Decimal | None) -> list[Level]:
+        """The same levels trailing the account's equity peak (risk-engine
+        ``TRAILING_FLOOR``: ``min(peak - offset, lock)``): the floor ``peak - allowance``
+        locked at ``lock``, and per warn percent ``peak - pct% x allowance`` locked at
+        :meth:`warn_level` of ``lock`` — equal to :meth:`levels` of ``floor =
+        min(peak - allowance, lock)`` at every peak."""
+        levels = [Level(self.name, allowance, LevelKind.TRAILING_FLOOR, self.inclusive, lock)]
+        levels += [
+            Level(
+                f"{self.name}.warn_{pct_text(pct)}",
+                allowance * pct / HUNDRED,
+                LevelKind.TRAILING_FLOOR,
+                True,
+                None if lock is None else self.warn_level(pct, lock, allowance),
+            )
+            for pct in self.warn_at_pct
+        ]
+        return levels
+
     def result(
         self,
         equity: Decimal,

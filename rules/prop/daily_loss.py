@@ -16,12 +16,14 @@ With ``amount`` instead of ``percent`` every model is ``reference - amount`` (th
 reference being SB, max(SB, SE), SE or initial as above). Worked example (DOMAIN.md):
 initial 100,000, SB 102,000, SE 101,500, 5%: FTMO 97,000; The5ers 96,900; Alpha
 96,900. ``inclusive`` says whether equity equal to the floor breaches. Levels:
-``<name>`` (the floor) and ``<name>.warn_<pct>`` per ``warn_at_pct``.
+``<name>`` (the floor) and ``<name>.warn_<pct>`` per ``warn_at_pct``;
+:meth:`DailyLoss.day_levels` gives them for many accounts at a day reset (the same
+exact Decimal formula, no per-account rule input).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -80,22 +82,47 @@ class DailyLoss(NoOrderCheck):
 
     def floor(self, state: RuleInput) -> tuple[Decimal, Decimal]:
         """``(floor, allowance)`` of the current day, account currency."""
-        initial = state.account.initial_balance
         day = state.day
-        reference = {
-            "balance_minus_initial_pct": day.start_balance,
-            "balance_pct": day.start_balance,
-            "max_balance_equity_pct": max(day.start_balance, day.start_equity),
-            "max_balance_equity_minus_initial_pct": max(day.start_balance, day.start_equity),
-            "equity_pct": day.start_equity,
-            "fixed_initial_pct": initial,
-        }[self.model]
-        base = initial if self.model.endswith("minus_initial_pct") else reference
-        allowance = self.allowance.of(base)
+        return self._floor(day.start_balance, day.start_equity, state.account.initial_balance)
+
+    def _floor(
+        self, start_balance: Decimal, start_equity: Decimal, initial: Decimal
+    ) -> tuple[Decimal, Decimal]:
+        model = self.model
+        if model in ("balance_minus_initial_pct", "balance_pct"):
+            reference = start_balance
+        elif model == "equity_pct":
+            reference = start_equity
+        elif model == "fixed_initial_pct":
+            reference = initial
+        else:
+            reference = max(start_balance, start_equity)
+        allowance = self.allowance.of(initial if model.endswith("minus_initial_pct") else reference)
         return reference - allowance, allowance
 
     def levels(self, state: RuleInput) -> list[Level]:
         return self.spec.levels(*self.floor(state))
+
+    def day_levels(
+        self,
+        start_balance: Sequence[Decimal],
+        start_equity: Sequence[Decimal],
+        initial: Sequence[Decimal],
+    ) -> dict[str, list[Decimal]]:
+        """The levels of a new day for many accounts (``DayLevels``): the floor and
+        each warning, exact Decimal, equal to :meth:`levels` account by account."""
+        floors: list[Decimal] = []
+        warns: list[list[Decimal]] = [[] for _ in self.spec.warn_at_pct]
+        warn_level = self.spec.warn_level
+        pcts = list(enumerate(self.spec.warn_at_pct))
+        floor_of = self._floor
+        for balance, equity, start in zip(start_balance, start_equity, initial, strict=True):
+            floor, allowance = floor_of(balance, equity, start)
+            floors.append(floor)
+            for index, pct in pcts:
+                warns[index].append(warn_level(pct, floor, allowance))
+        names = [level.name for level in self.spec.levels(Decimal(0), Decimal(0))]
+        return dict(zip(names, [floors, *warns], strict=True))
 
     def evaluate(self, state: RuleInput) -> RuleResult:
         floor, allowance = self.floor(state)

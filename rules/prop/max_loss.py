@@ -8,17 +8,19 @@ balance or ``amount``):
   optionally locked at ``initial + lock_offset`` (Topstep 50K / 2,000, lock 0: 48,000
   → 48,500 → stays 48,500 → 50,000 locked);
 * ``trailing_intraday_equity`` — ``peak equity - A`` with the peak including
-  unrealised profit, never decreasing, optional lock (Apex style). The rule declares a
-  CEILING level ``<name>.peak`` at the peak so the engine reports a new peak; the
-  challenges plugin then raises ``History.peak_equity`` and asks for the levels again
-  (no ceiling once the floor is locked);
+  unrealised profit, never decreasing, optional lock (Apex style). The rule declares
+  risk-engine ``TRAILING_FLOOR`` levels (offset ``A``, lock ``initial + lock_offset``;
+  warnings likewise): the engine raises the account's equity peak on every tick and
+  the floor follows it with no crossing per new high; the challenges plugin seeds the
+  engine's peak from ``History.peak_equity`` and refreshes ``History.peak_equity``
+  from the engine's peak before :meth:`MaxLoss.evaluate`, which stays exact on it;
 * ``ftmo_one_step`` — ``max(highest midnight balance, initial) - A``, never
   decreasing (FTMO 1-step, A = 10% of initial).
 
 Never-decreasing floors start from ``History.max_loss_floor``: the ``floor`` number of
 every result is the floor now, which the challenges plugin stores back into
-``History.max_loss_floor``. Levels: ``<name>``, ``<name>.warn_<pct>`` (percent of
-``A`` used below ``floor + A``) and, for the intraday model, ``<name>.peak``.
+``History.max_loss_floor``. Levels: ``<name>`` and ``<name>.warn_<pct>`` (percent of
+``A`` used below ``floor + A``), trailing floors for the intraday model.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
-from brokerkernel.kernel.prop.rules import Level, LevelKind, RuleInput, RuleResult
+from brokerkernel.kernel.prop.rules import Level, RuleInput, RuleResult
 from brokerkernel.rules.prop.common import (
     ALLOWANCE_ONE_OF,
     ALLOWANCE_PROPERTIES,
@@ -114,10 +116,9 @@ class MaxLoss(NoOrderCheck):
 
     def levels(self, state: RuleInput) -> list[Level]:
         floor, allowance = self.floor(state)
-        levels = self.spec.levels(floor, allowance)
-        if self.model == "trailing_intraday_equity" and floor != self._lock(state):
-            levels.append(Level(f"{self.name}.peak", self._peak(state), LevelKind.CEILING))
-        return levels
+        if self.model == "trailing_intraday_equity":
+            return self.spec.trailing_levels(allowance, self._lock(state))
+        return self.spec.levels(floor, allowance)
 
     def evaluate(self, state: RuleInput) -> RuleResult:
         floor, allowance = self.floor(state)

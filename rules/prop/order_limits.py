@@ -97,7 +97,9 @@ class OrderLimits:
             return self._refuse(reason, positions, self.max_positions)
         exposure = exposure_usd(state) + order.notional_usd
         if self.max_exposure is not None and self._over(exposure, self.max_exposure):
-            reason = f"Exposure {exposure} USD would exceed the maximum of {self.max_exposure} USD"
+            reason = (
+                f"Exposure {exposure:.2f} USD would exceed the maximum of {self.max_exposure} USD"
+            )
             return self._refuse(reason, exposure, self.max_exposure)
         if self.require_sl and order.sl is None:
             return RuleResult(self.name, Status.BREACH, "A stop-loss is required", {})
