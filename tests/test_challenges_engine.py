@@ -28,7 +28,7 @@ from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent, TradeHi
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.pending import PendingRequest
 from brokerkernel.plugins.challenges import engine_of, idle
-from brokerkernel.plugins.challenges.engine import ConfiguredRule
+from brokerkernel.plugins.challenges.engine import ConfiguredRule, day_levels_in_bulk
 from brokerkernel.plugins.challenges.models import PropAccount
 from brokerkernel.plugins.challenges.service import (
     ChallengeService,
@@ -474,6 +474,38 @@ async def test_payouts_split_cadence_and_minimum(desk: Desk) -> None:
     assert again.value.detail == "The next payout is possible from 2026-03-30T10:00:00+00:00"
     payouts, total = await desk.service.list_payouts(tenant_id=None, account_id=account["id"])
     assert total == 1 and payouts[0]["ledger_ref"] is not None
+
+
+@pytest.mark.parametrize(
+    ("after_payout", "initial", "floor"),
+    [("keep", "100000.00", "90000.00"), ("rebase", "102000.00", "91800.00")],
+)
+async def test_drawdown_floor_after_a_payout_is_kept_or_rebased(
+    desk: Desk, after_payout: str, initial: str, floor: str
+) -> None:
+    """Plan ``drawdown_after_payout``: a 1,000 payout out of 3,000 profit leaves the
+    static 10% max-loss floor at 90,000 (``keep``) or re-bases it on the 102,000 left
+    (``rebase``: 102,000 - 10%)."""
+    account = await funded_account(desk, drawdown_after_payout=after_payout)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.13002", "1.13010", "2026-03-03T10:00:00Z")
+    await close_all_positions(desk, login)  # +3,000
+    await desk.quote("1.13002", "1.13010", "2026-03-16T10:00:00Z")
+    payout = await desk.service.request_payout(
+        account["id"],
+        tenant_id=None,
+        amount=Decimal(1000),
+        destination=None,
+        execute=True,
+        actor="staff-1",
+    )
+    assert payout["status"] == "processed"
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert (state["balance"], state["initial_balance"]) == (Decimal(102000), Decimal(initial))
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    (max_loss,) = [r for r in metrics["rules"] if r["rule"] == "max_loss"]
+    assert (max_loss["status"], max_loss["numbers"]["floor"]) == ("pass", floor)
 
 
 async def test_reset_restores_a_failed_account_for_its_phase(desk: Desk) -> None:
@@ -1171,3 +1203,25 @@ async def test_equity_peaks_reached_between_evaluations_are_persisted(desk: Desk
     desk.kernel.risk.settle()
     assert desk.kernel.risk.peak(login) == D(101500)
     assert [w.floor for w in desk.kernel.risk.watched(login) if w.floor] == [D(99000)]
+
+
+def test_a_rule_that_may_read_the_day_is_relevelled_one_by_one_at_the_reset() -> None:
+    """Bulk day reset only when every rule has a bulk path or says it ignores the day:
+    a third party's rule declaring neither keeps the per-account (never stale) path."""
+
+    class Bulk:
+        def day_levels(self, *_: Any) -> dict[str, list[Decimal]]:
+            return {}
+
+    class Dayless:
+        uses_day = False
+
+    class Unknown:
+        pass
+
+    def rules(*kinds: type) -> tuple[ConfiguredRule, ...]:
+        return tuple(ConfiguredRule(kind.__name__, kind()) for kind in kinds)  # type: ignore[arg-type]
+
+    assert day_levels_in_bulk(rules(Bulk, Dayless)) is True
+    assert day_levels_in_bulk(rules(Bulk, Dayless, Unknown)) is False
+    assert day_levels_in_bulk(()) is True

@@ -32,8 +32,9 @@ from brokerkernel.api.keys import KERNEL
 from brokerkernel.kernel.events import DomainEvent, event_row
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import OutboxEvent
+from brokerkernel.plugins.challenges import idle
 from brokerkernel.plugins.webhooks import RETRY_SCHEDULE_S
-from brokerkernel.plugins.webhooks.catalog import EVENT_NAMES, subscribed_names
+from brokerkernel.plugins.webhooks.catalog import BROKER_EVENTS, EVENT_NAMES, subscribed_names
 from brokerkernel.plugins.webhooks.models import WebhookDelivery
 from brokerkernel.plugins.webhooks.service import WebhookService, webhook_service
 
@@ -802,6 +803,140 @@ async def test_a_provisioned_account_and_its_trades_reach_only_its_partner(
     assert (opened["data"]["ticket"], opened["data"]["volume"]) == (status["order"], "0.10")
 
 
+async def test_the_readme_quick_start_receives_a_signed_breach(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+    receiver: Receiver,
+) -> None:
+    """README "Partner API (ZT4-style)": every step with its exact request, then the
+    breach the README promises, verified with ``standardwebhooks``; a reset after it
+    reaches a subscriber of the broker extension ``account.reset``."""
+    rules = "[plugins.daily_loss]\n[plugins.max_loss]\n[plugins.profit_target]\n"
+    plugins = PLUGIN + rules + "[plugins.challenges]\n[plugins.propfirm_api]\n"
+    client, staff = await _api(
+        tmp_path, database_url, redis_url, market_data_dir, aiohttp_client, plugins
+    )
+    kernel = kernel_of(client)
+    # 1. broker admin
+    response = await client.patch(
+        "/api/admin/tenants/default", json={"prop_firm_enabled": True}, headers=staff
+    )
+    assert response.status == 200, await response.text()
+    scopes = ["plans:write", "accounts:write", "accounts:read", "events:subscribe"]
+    response = await client.post(
+        "/api/admin/partner-clients", json={"name": "Acme Prop", "scopes": scopes}, headers=staff
+    )
+    assert response.status == 201, await response.text()
+    credentials = await response.json()
+    # 2. partner: token, plan, account, SSO
+    response = await client.post(
+        "/api/v1/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+        },
+    )
+    assert response.status == 200, await response.text()
+    acme = {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+    plan = {
+        "code": "100K",
+        "name": "100K 1-step",
+        "account_size": 100000,
+        "price": 499,
+        "timezone": "Europe/Prague",
+        "phases": [
+            {
+                "name": "phase_1",
+                "rules": [
+                    {
+                        "type": "daily_loss",
+                        "params": {"model": "balance_minus_initial_pct", "percent": 5},
+                    },
+                    {"type": "max_loss", "params": {"model": "static", "percent": 10}},
+                    {"type": "profit_target", "params": {"percent": 10}},
+                ],
+            }
+        ],
+    }
+    response = await client.post("/api/v1/propfirm/plans", json=plan, headers=acme)
+    assert response.status == 201, await response.text()
+    plan_id = (await response.json())["id"]
+    response = await client.post(
+        "/api/v1/propfirm/accounts",
+        json={
+            "planId": plan_id,
+            "trader": {"email": "tess@example.com"},
+            "external_ref": "order-1",
+        },
+        headers=acme,
+    )
+    assert response.status == 201, await response.text()
+    account = await response.json()
+    response = await client.post(f"/api/v1/propfirm/accounts/{account['id']}/sso", headers=acme)
+    assert response.status in (200, 201), await response.text()
+    sso = await response.json()
+    assert sso["expires_in"] == 900
+    assert sso["url"].endswith(f"/api/customer/autologin?token={sso['token']}")
+    # 3. webhooks
+    hooks = await subscribe(
+        client, acme, f"{receiver.url}/acme", ["account.breached", "phase.passed"]
+    )
+    resets = await subscribe(client, acme, f"{receiver.url}/resets", ["account.reset"])
+    assert hooks["secret"].startswith("whsec_")
+
+    # the trader buys 1 lot at 1.39298; bid 1.34000 leaves equity 94,702.00 < 95,000
+    login = account["login"]
+    request_id = await kernel.trading.submit(login, "EURUSD", 0, Decimal("1"))
+    await kernel.trading.idle()
+    status = await kernel.trading.request_status(request_id)
+    assert status is not None and status["status"] == "executed", status
+    tick(kernel, "EURUSD", "1.34000", "1.34012", DAY_START_MS + 60_000)
+    await idle(kernel)
+    response = await client.get(f"/api/v1/propfirm/accounts/{account['id']}", headers=acme)
+    assert (await response.json())["status"] == "failed"
+    response = await client.post(f"/api/v1/propfirm/accounts/{account['id']}/reset", headers=acme)
+    assert response.status == 200, await response.text()
+    await dispatched(kernel, 2)
+    await service_of(client).drain()
+
+    breach, reset = sorted(receiver.received, key=lambda r: b"account.reset" in r.body)
+    verified = breach.verify(hooks["secret"])
+    assert verified["type"] == "account.breached"
+    assert {k: verified["data"][k] for k in ("account_id", "login", "rule", "floor", "equity")} == {
+        "account_id": account["id"],
+        "login": login,
+        "rule": "daily_loss",
+        "floor": "95000.00",
+        "equity": "94702.00",
+    }
+    assert verified["data"]["reason"]
+    assert reset.verify(resets["secret"])["data"]["account_id"] == account["id"]
+
+
+async def test_broker_extension_events_are_subscribable_and_delivered(
+    api: tuple[Client, dict[str, str]], receiver: Receiver
+) -> None:
+    client, staff = api
+    kernel = kernel_of(client)
+    acme = await partner(client, staff, "default")
+    names = ["payout.rejected", "account.reset", "account.scaled"]
+    assert list(BROKER_EVENTS) == names and EVENT_NAMES[-3:] == BROKER_EVENTS
+    for path in (ZT4, STOREFRONT, FXPT):
+        created = await subscribe(client, acme, f"{receiver.url}/{path.count('/')}", names, path)
+        assert created["events"] == names
+    for name in names:
+        assert subscribed_names(name) == (name,)
+        await emit(kernel, name, account_payload("default", reason="no"))
+    await dispatched(kernel, 9)
+    await service_of(client).drain()
+    bodies = [json.loads(r.body) for r in receiver.received]
+    assert sorted(b.get("type") or b["event"] for b in bodies) == sorted(names * 3)
+
+
 async def test_the_webhook_routes_are_documented_with_their_scope(
     api: tuple[Client, dict[str, str]],
 ) -> None:
@@ -813,6 +948,6 @@ async def test_the_webhook_routes_are_documented_with_their_scope(
         assert create["security"] == [{"partnerOAuth": ["events:subscribe"]}]
         schema = create["requestBody"]["content"]["application/json"]["schema"]
         assert schema["properties"]["events"]["items"]["enum"] == list(EVENT_NAMES)
-        assert len(EVENT_NAMES) == 19
+        assert len(EVENT_NAMES) == 22
         stats = document["paths"][f"{prefix}/{{id}}/deliveries/stats"]["get"]
         assert sorted(stats["responses"]) == ["200", "401", "403", "404"]

@@ -31,8 +31,11 @@ current trading day's snapshot and the account's history), it
 their levels again (100,000 accounts must reset in well under a second): a rule whose
 ``levels`` read ``state.day`` must also implement :class:`DayLevels` — the new values
 of those levels for many accounts at once — and the plugin replaces them in the risk
-engine in bulk. Other rules' levels are kept (accounts whose history changed at the
-reset, e.g. a new highest end-of-day balance, are re-levelled in full).
+engine in bulk. A rule whose levels do not read the day says so with a class attribute
+``uses_day = False`` and its levels are kept; a rule that implements neither is assumed
+to read the day and its accounts are re-levelled one by one (correct, slower). Accounts
+whose history changed at the reset (e.g. a new highest end-of-day balance) are
+re-levelled in full.
 
 Limits (``objective = False``) fail the phase on ``breach``; objectives
 (``objective = True``: profit target, minimum trading days, consistency) must all be

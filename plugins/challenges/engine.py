@@ -312,6 +312,18 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def day_levels_in_bulk(rules: Sequence[ConfiguredRule]) -> bool:
+    """True when a day reset can replace every day-dependent level of ``rules`` in
+    bulk: each rule either implements ``day_levels`` or declares ``uses_day = False``.
+    A rule that declares neither (a third party's written before
+    :class:`~brokerkernel.kernel.prop.rules.DayLevels`) is assumed to read the day, and
+    its accounts are re-levelled one by one — slower, never stale."""
+    return all(
+        getattr(c.rule, "day_levels", None) is not None or not getattr(c.rule, "uses_day", True)
+        for c in rules
+    )
+
+
 def _warn_pct(level_name: str) -> str:
     return level_name.rsplit("warn_", 1)[-1]
 
@@ -837,6 +849,7 @@ class PropEngine:
         groups: dict[int, tuple[PropView, list[int], list[Decimal], list[Decimal], list[Decimal]]]
         groups = {}
         relevel = []
+        bulkable: dict[int, bool] = {}  # by the phase's rules: every day level has a bulk path
         for login, (balance, credit) in money.items():
             view = views.get(login)
             if view is None or view.plan.id != plan_id or view.status not in TRADING:
@@ -862,7 +875,10 @@ class PropEngine:
                 )
             views[login] = view.on_day(DaySnapshot(day, reset_at, balance, equity), history)
             if floating is not None:
-                if balance > peak_eod or self.set_levels is None:
+                bulk = bulkable.get(id(view.rules))
+                if bulk is None:
+                    bulk = bulkable[id(view.rules)] = day_levels_in_bulk(view.rules)
+                if balance > peak_eod or self.set_levels is None or not bulk:
                     relevel.append(login)  # history-dependent levels change too
                 else:
                     group = groups.get(id(view.rules))

@@ -54,6 +54,7 @@ from brokerkernel.plugins.challenges.engine import (
     PropEngine,
     StatusJob,
     money_text,
+    peak_of,
     positions_of,
 )
 from brokerkernel.plugins.challenges.models import (
@@ -1242,6 +1243,9 @@ class ChallengeService:
         row.day_start_balance += increase
         row.day_start_equity += increase
         row.peak_eod_balance += increase
+        engine_peak = self.engine.peak(row.login)  # a peak reached since the last write
+        if engine_peak is not None:
+            row.peak_equity = max(row.peak_equity, peak_of(engine_peak))
         row.peak_equity += increase
         if row.max_loss_floor is not None:
             row.max_loss_floor += increase

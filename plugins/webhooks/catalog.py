@@ -15,6 +15,14 @@ FXPropTech name               kernel event(s)
 ``payment.confirmed``, ``risk.violation_flagged``: the kernel event of that name
 ============================  ===========================================
 
+Broker extensions (in neither seed; kernel events of that name, emitted by the
+challenges plugin): ``payout.rejected`` (a declined payout: its numbers and
+``reason``), ``account.reset`` (reset/retake of a phase), ``account.scaled`` (a funded
+account grown by the scaling plan).
+
+``trader.kyc_passed`` is accepted but has no producer yet: the kernel records no KYC
+outcome event (``KycProvider`` plugins register providers only).
+
 A subscription listing both a kernel name and its FXPropTech alias receives one
 message under each name.
 """
@@ -50,8 +58,10 @@ FXPROPTECH_EVENTS = (
     "payment.confirmed",
     "risk.violation_flagged",
 )
-#: Every name a subscription may list, in the seeds' order.
-EVENT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(ZT4_EVENTS + FXPROPTECH_EVENTS))
+#: The broker's own lifecycle events, beyond both seeds.
+BROKER_EVENTS = ("payout.rejected", "account.reset", "account.scaled")
+#: Every name a subscription may list: the seeds' in their order, then the broker's.
+EVENT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(ZT4_EVENTS + FXPROPTECH_EVENTS + BROKER_EVENTS))
 
 _ALIASES: Mapping[str, tuple[str, ...]] = {
     "account.created": ("evaluation.started",),

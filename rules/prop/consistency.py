@@ -43,6 +43,7 @@ class Consistency(NoOrderCheck):
     """A configured consistency objective (see the module docstring)."""
 
     objective = True
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name

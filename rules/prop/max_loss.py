@@ -71,6 +71,7 @@ class MaxLoss(NoOrderCheck):
     """A configured max-loss limit (see the module docstring)."""
 
     objective = False
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name

@@ -95,6 +95,7 @@ class NewsBlackout:
     """A configured news blackout (see the module docstring)."""
 
     objective = False
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(
         self,

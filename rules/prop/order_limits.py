@@ -60,6 +60,7 @@ class OrderLimits:
     """A configured set of order limits (see the module docstring)."""
 
     objective = False
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name

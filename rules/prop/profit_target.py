@@ -62,6 +62,7 @@ class ProfitTarget(NoOrderCheck):
     """A configured profit target (see the module docstring)."""
 
     objective = True
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name

@@ -51,6 +51,8 @@ def calendar_days_later(start: datetime, days: int, state: RuleInput) -> datetim
 class TradingDays:
     """A configured trading-days rule (see the module docstring)."""
 
+    uses_day = False  # its levels do not read state.day: kept at a day reset
+
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
         self.min_days = int(params.get("min_trading_days", 0))

@@ -42,6 +42,7 @@ class WeekendHolding:
     """A configured weekend holding ban (see the module docstring)."""
 
     objective = False
+    uses_day = False  # its levels do not read state.day: kept at a day reset
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
