@@ -30,8 +30,10 @@ Measured:
 * **tick -> breach event** at a paced ``--rate`` ticks/s: an asyncio producer publishes
   each tick on schedule and stamps it; crossings go through an ``asyncio.Queue`` to a
   consumer, which records stamp -> receipt of each floor crossing (as ``bench_risk.py``
-  measures stop-outs) and stamp -> breach decided after running the exact-path
-  stand-in (crossings of one tick are handled one after the other);
+  measures stop-outs) and stamp -> breach decided by the exact-path stand-in's
+  Decimal check; every crossing of a batch is decided before any failed account's
+  positions are removed (up to 17 breaches share a tick: closing one must not delay
+  the decision on the next);
 * **day reset** of every plan for all accounts: :meth:`PropEngine.day_snapshots` (new
   day snapshot from the exact balance and the engine's floating P&L quantised to
   cents, peaks, daily floors replaced in bulk through ``DailyLoss.day_levels`` and
@@ -156,8 +158,8 @@ class TickRule:
 
 class ExactPath:
     """Stand-in for the kernel's exact path (module docstring): evaluate the account's
-    rules in Decimal on the engine's equity peak, fail it on a breach (positions
-    removed, equity booked)."""
+    rules in Decimal on the engine's equity peak (:meth:`decide`), fail it on a breach
+    (:meth:`close`: positions removed, equity booked)."""
 
     def __init__(self, risk: RiskEngine, prop: PropEngine, tickets: dict[int, list[int]]) -> None:
         self.risk = risk
@@ -167,14 +169,15 @@ class ExactPath:
         self.warnings = 0
         self.evaluations = 0
 
-    def handle(self, crossing: Crossing) -> bool:
-        """True when the crossing ended in a breach."""
+    def decide(self, crossing: Crossing) -> Decimal | None:
+        """The exact equity (cents) when the crossing is a breach (the account is marked
+        failed; :meth:`close` books it), else None."""
         if crossing.rule != RULE_NAME:
-            return False
+            return None
         login = crossing.login
         view = self.prop.views.get(login)
         if view is None or view.status != "active":
-            return False
+            return None
         self.evaluations += 1
         equity = Decimal(repr(self.risk.equity(login))).quantize(CENT)
         balance = view.day.start_balance
@@ -190,13 +193,23 @@ class ExactPath:
         ):
             self.breaches += 1
             self.prop.views[login] = replace(view, status="failed")
-            for ticket in self.tickets.pop(login, []):
-                self.risk.remove_position(ticket)
-            self.risk.update_money(login, equity, Decimal(0), Decimal(0))
-            return True
+            return equity
         if ".warn_" in crossing.level_name and crossing.kind.is_floor:
             self.warnings += 1
-        return False
+        return None
+
+    def close(self, login: int, equity: Decimal) -> None:
+        """Remove a failed account's positions and book its equity."""
+        for ticket in self.tickets.pop(login, []):
+            self.risk.remove_position(ticket)
+        self.risk.update_money(login, equity, Decimal(0), Decimal(0))
+
+    def handle(self, crossing: Crossing) -> bool:
+        """Decide and close; True when the crossing ended in a breach."""
+        equity = self.decide(crossing)
+        if equity is not None:
+            self.close(crossing.login, equity)
+        return equity is not None
 
 
 def build(
@@ -359,17 +372,20 @@ async def paced(risk: RiskEngine, exact: ExactPath, ticks, rate: float, queue) -
             while not queue.empty():
                 batch.append(queue.get_nowait())
             arrived = time.perf_counter()
-            breaches = 0
+            failed = []
             for crossing in batch:
                 stamped = stamps.pop(id(crossing))
                 floor = crossing.rule == RULE_NAME and crossing.kind.is_floor
                 if floor and ".warn_" not in crossing.level_name:
                     received.append((arrived - stamped) * 1000)
-                if exact.handle(crossing):
-                    breaches += 1
+                equity = exact.decide(crossing)
+                if equity is not None:
                     latencies.append((time.perf_counter() - stamped) * 1000)
-            if breaches:
-                batches.append(breaches)
+                    failed.append((crossing.login, equity))
+            for login, equity in failed:
+                exact.close(login, equity)
+            if failed:
+                batches.append(len(failed))
             risk.settle()
 
     consumer = asyncio.create_task(consume())

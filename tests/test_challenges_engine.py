@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -22,14 +23,21 @@ from sqlalchemy import event, select
 from support import create_admin, make_kernel, manual_quote, staff_headers
 
 from brokerkernel.api.app import create_app
-from brokerkernel.kernel.prop.rules import RuleResult, Status
+from brokerkernel.kernel.events import record_event
+from brokerkernel.kernel.prop.rules import DaySnapshot, History, RuleResult, Status
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import LedgerEvent, OutboxEvent, TradeHistory
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.pending import PendingRequest
 from brokerkernel.plugins.challenges import engine_of, idle
-from brokerkernel.plugins.challenges.engine import ConfiguredRule, day_levels_in_bulk
-from brokerkernel.plugins.challenges.models import PropAccount
+from brokerkernel.plugins.challenges.engine import (
+    ConfiguredRule,
+    PlanSpec,
+    PropEngine,
+    PropView,
+    day_levels_in_bulk,
+)
+from brokerkernel.plugins.challenges.models import PropAccount, PropPlan
 from brokerkernel.plugins.challenges.service import (
     ChallengeService,
     PropError,
@@ -301,7 +309,7 @@ async def test_passed_phase_advances_automatically_on_a_fresh_balance(desk: Desk
         ("phase.passed", "phase_1"),
     ]
     assert events[0]["target"] == "2000.00" and events[0]["value"] == "2000.00"
-    assert events[1]["next_phase"] == "phase_2"
+    assert events[1]["next_phase"] == "phase_2" and events[1]["profit_pct"] == "2.00"
     assert (await ledger_rows(desk, login))[-2:] == [
         ("trade_pnl", Decimal(2000), Decimal(102000)),
         ("correction_out", Decimal(-2000), Decimal(100000)),
@@ -1225,3 +1233,90 @@ def test_a_rule_that_may_read_the_day_is_relevelled_one_by_one_at_the_reset() ->
     assert day_levels_in_bulk(rules(Bulk, Dayless)) is True
     assert day_levels_in_bulk(rules(Bulk, Dayless, Unknown)) is False
     assert day_levels_in_bulk(()) is True
+
+
+def test_a_day_reset_applies_each_new_day_when_the_view_is_next_read() -> None:
+    """The reset keeps each new day pending instead of rebuilding every view; the first
+    read applies it, two resets without a read chain, a replaced view drops it."""
+    prague = ZoneInfo("Europe/Prague")
+    phases = ({"name": "phase_1", "rules": []},)
+    plan = PlanSpec("p", D(100000), "USD", phases, (), "00:00", prague, True, "keep")
+    refreshed: list[int] = []
+    engine = PropEngine(
+        types={},
+        submit=lambda job: None,
+        refresh=refreshed.append,
+        floating=lambda login: -12.5 if login == 1 else None,
+        now=lambda: datetime(2026, 3, 2, 12, tzinfo=UTC),
+    )
+    engine.set_plan(plan)
+    started = datetime(2026, 3, 1, 23, tzinfo=UTC)
+    for login in (1, 2):
+        engine.views[login] = PropView(
+            f"prop_{login}", login, plan, None, "cus", "USD", "active", 0, 1, D(100000),
+            started, DaySnapshot(date(2026, 3, 2), started, D(100000), D(100000)),
+            History(D(100000), D(100000)), (),
+        )  # fmt: skip
+    cached = dict.get(engine.views, 1)
+
+    def reset(at: datetime, money: dict[int, Decimal]) -> list[tuple[Any, ...]]:
+        rows = engine.day_snapshots("p", at, {k: (v, D(0)) for k, v in money.items()})
+        return [
+            (r["k_login"], r["v_day"], r["v_day_start_equity"], r["v_peak_eod_balance"])
+            for r in rows
+        ]
+
+    midnight = datetime(2026, 3, 2, 23, tzinfo=UTC)  # Prague midnight of 3 March
+    assert reset(midnight, {1: D(101000), 2: D(99000)}) == [
+        (1, date(2026, 3, 3), D("100987.50"), D(101000)),
+        (2, date(2026, 3, 3), D(99000), D(100000)),
+    ]
+    assert dict.get(engine.views, 1) is cached  # no view rebuilt by the reset
+    assert refreshed == [1]  # positions open: re-levelled; flat: not
+    after = midnight + timedelta(days=1)
+    assert reset(after, {1: D(100500), 2: D(99000)}) == [
+        (1, date(2026, 3, 4), D("100487.50"), D(101000)),  # the pending day's peak kept
+        (2, date(2026, 3, 4), D(99000), D(100000)),
+    ]
+    assert reset(after, {1: D(100500), 2: D(99000)}) == []  # already snapshotted
+    view = engine.views[1]
+    assert (view.day, view.history.peak_eod_balance) == (
+        DaySnapshot(date(2026, 3, 4), after, D(100500), D("100487.50")),
+        D(101000),
+    )
+    assert list(engine.views.pending) == [2]
+    engine.views[2] = replace(dict.get(engine.views, 2), customer_id="other")
+    assert (engine.views.pending, engine.views[2].day.day) == ({}, date(2026, 3, 2))
+    reset(after + timedelta(days=1), {1: D(100500), 2: D(99000)})
+    assert [v.day.day for v in engine.views.values()] == [date(2026, 3, 5)] * 2
+    assert engine.views.pending == {}
+
+
+async def test_a_plan_changed_by_another_process_is_reloaded_from_its_event(desk: Desk) -> None:
+    """Another process writes the plan and records ``plan.updated``; this process's
+    engine rebuilds the accounts' rules from the database (max-loss 10% → 12%)."""
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+
+    def max_loss() -> list[tuple[str, Decimal]]:
+        return [
+            (w.level.name, w.level.value)
+            for w in desk.kernel.risk.watched(login)
+            if w.level.name.startswith("max_loss")
+        ]
+
+    await desk.buy(login, "1")
+    assert max_loss() == [("max_loss", D(90000))]
+    phases = plan_body()["phases"]
+    phases[0]["rules"][1]["params"]["percent"] = 12
+    async with desk.kernel.db.transaction() as session:  # as another process would
+        row = await session.get(PropPlan, plan["id"])
+        assert row is not None
+        row.phases = phases
+        record_event(
+            session, "plan.updated", {"plan_id": plan["id"], "tenant_id": None}, row.updated_at
+        )
+    await idle(desk.kernel)
+    desk.kernel.risk.settle()
+    assert max_loss() == [("max_loss", D(88000))]

@@ -5,6 +5,7 @@ OAuth2 tokens (seed ``fxproptech-rest-api.txt``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from support import DAY_START_MS, make_kernel, tick
 
 from brokerkernel.api.app import create_app
+from brokerkernel.api.jsonio import dumps
 from brokerkernel.kernel.events import DomainEvent
 from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
 from brokerkernel.kernel.runtime import Kernel
@@ -39,6 +41,7 @@ PLUGINS = (
 )
 MAX_LOSS = {"type": "max_loss", "params": {"model": "static", "percent": 10}}
 UNKNOWN = "prop_does_not_exist"
+UNKNOWN_PLAN = "plan_does_not_exist"
 INSUFFICIENT = {"detail": "insufficient_scope"}
 STREAM = "/v1/trades/stream"
 DAY = 86_400_000
@@ -53,6 +56,9 @@ ENDPOINTS = (
     ("GET", f"/v1/evaluations/{UNKNOWN}", "accounts:read", 404),
     ("POST", "/v1/evaluations", "accounts:write", 422),
     ("POST", f"/v1/evaluations/{UNKNOWN}/pass", "accounts:write", 404),
+    ("POST", "/v1/accounts", "accounts:write", 422),
+    ("GET", f"/v1/rules/{UNKNOWN_PLAN}", "plans:read", 404),
+    ("PUT", f"/v1/rules/{UNKNOWN_PLAN}", "plans:write", 404),
     ("DELETE", f"/v1/evaluations/{UNKNOWN}", "accounts:write", 404),
     ("GET", "/v1/payouts", "payouts:read", 200),
     ("POST", "/v1/payouts/approve", "payouts:write", 422),
@@ -681,13 +687,18 @@ async def test_the_v1_routes_are_documented(client: Client) -> None:
         for path, item in paths.items()
         if path.startswith("/v1/")
         for method, operation in item.items()
-        if method in ("get", "post", "patch", "delete")
+        if method in ("get", "post", "put", "patch", "delete")
     }
-    assert documented == {(m, p.replace(UNKNOWN, "{id}"), s) for m, p, s, _ in ENDPOINTS} | {
-        ("GET", STREAM, "accounts:read")
-    }
+    assert documented == {
+        (m, p.replace(UNKNOWN, "{id}").replace(UNKNOWN_PLAN, "{id}"), s) for m, p, s, _ in ENDPOINTS
+    } | {("GET", STREAM, "accounts:read")}
     create = paths["/v1/traders"]["post"]["requestBody"]["content"]["application/json"]
     assert create["schema"]["required"] == ["email", "plan_id"]
+    account = paths["/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]
+    assert account["schema"]["required"] == ["trader_id", "plan_id"]
+    rules = paths["/v1/rules/{id}"]["put"]["requestBody"]["content"]["application/json"]
+    assert rules["schema"]["required"] == ["phases", "funded_rules"]
+    assert rules["schema"]["properties"]["phases"]["items"]["required"] == ["name", "rules"]
 
 
 class _Transport:
@@ -736,3 +747,233 @@ async def test_a_slow_stream_client_is_closed_instead_of_slowing_the_others(
     assert (fast.written, slow.written) == ([frame], [])
     assert hub.dropped_slow == 1
     assert (clients[0].ws.closes, clients[1].ws.closes) == ([], [(1008, b"Slow consumer")])
+
+
+async def test_post_accounts_opens_an_account_for_an_existing_trader(
+    client: Client, kernel: Kernel
+) -> None:
+    """Seed status box ``POST /v1/accounts 201 Created``."""
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    plan_id = await plan(kernel, "acme", "ACME-100K", rules=[MAX_LOSS])
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+
+    body = {"trader_id": trader["id"], "plan_id": plan_id, "payment_reference": "pi_77"}
+    opened = await call(client, "POST", "/v1/accounts", acme, body, 201)
+    assert opened["id"].startswith("prop_") and opened["id"] != trader["id"]
+    assert opened == await call(client, "GET", f"/v1/evaluations/{opened['id']}", acme)
+    assert (opened["customer_id"], opened["plan_id"], opened["phase"], opened["status"]) == (
+        trader["customer_id"],
+        plan_id,
+        "phase_1",
+        "active",
+    )
+    assert (opened["initial_balance"], opened["balance"], opened["pnl"]) == (100000, 100000, 0)
+    # idempotent on payment_reference; without one every call opens another account
+    assert await call(client, "POST", "/v1/accounts", acme, body, 201) == opened
+    body.pop("payment_reference")
+    third = await call(client, "POST", "/v1/accounts", acme, body, 201)
+    fourth = await call(client, "POST", "/v1/accounts", acme, body, 201)
+    assert len({trader["id"], opened["id"], third["id"], fourth["id"]}) == 4
+    assert (await call(client, "GET", "/v1/traders", acme))["total"] == 4
+    created = await outbox(kernel, "account.created")
+    assert [e.payload["source"] for e in created] == ["fxproptech"] + ["fxproptech_account"] * 3
+    assert len(await outbox(kernel, "trader.created")) == 1
+
+    not_found = {"detail": "Account not found"}
+    missing = {"trader_id": UNKNOWN, "plan_id": plan_id}
+    assert await call(client, "POST", "/v1/accounts", acme, missing, 404) == not_found
+    foreign = {"trader_id": trader["id"], "plan_id": await plan(kernel, "beta", "BETA-1")}
+    assert await call(client, "POST", "/v1/accounts", beta, foreign, 404) == not_found
+    no_plan = {"detail": "Plan not found"}
+    for plan_ref in ("plan_nope", foreign["plan_id"], await plan(kernel, None, "BK-100K")):
+        other = {"trader_id": trader["id"], "plan_id": plan_ref}
+        assert await call(client, "POST", "/v1/accounts", acme, other, 404) == no_plan
+    await challenge_service(kernel).retire_plan(plan_id, tenant_id="acme")
+    retired = {"detail": "The plan is retired"}
+    assert await call(client, "POST", "/v1/accounts", acme, body, 409) == retired
+
+    errors = await call(client, "POST", "/v1/accounts", acme, {}, 422)
+    assert errors == {
+        "detail": [
+            {
+                "loc": ["body", "trader_id"],
+                "msg": "'trader_id' is a required property",
+                "type": "required",
+            },
+            {
+                "loc": ["body", "plan_id"],
+                "msg": "'plan_id' is a required property",
+                "type": "required",
+            },
+        ]
+    }
+    bad = {"trader_id": 7, "plan_id": "", "payment_reference": "", "login": 1}
+    errors = await call(client, "POST", "/v1/accounts", acme, bad, 422)
+    assert [(e["loc"], e["type"]) for e in errors["detail"]] == [
+        (["body"], "additionalProperties"),
+        (["body", "payment_reference"], "minLength"),
+        (["body", "plan_id"], "minLength"),
+        (["body", "trader_id"], "type"),
+    ]
+
+
+async def test_post_accounts_refuses_a_trader_holding_accounts_elsewhere(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-100K")
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+    await challenge_service(kernel).provision(
+        await plan(kernel, None, "BK-100K"),
+        TraderSpec(email="t@a.io", customer_id=trader["customer_id"]),
+        tenant_id=None,
+        source="backoffice",
+    )
+    body = {"trader_id": trader["id"], "plan_id": plan_id}
+    assert await call(client, "POST", "/v1/accounts", acme, body, 422) == {
+        "detail": [{"loc": ["body", "trader_id"], "msg": "unknown customer", "type": "customer"}]
+    }
+
+
+def rule_set(percent: int) -> dict[str, Any]:
+    max_loss = {"type": "max_loss", "params": {"model": "static", "percent": percent}}
+    return {
+        "phases": [{"name": "phase_1", "rules": [max_loss]}, {"name": "phase_2", "rules": []}],
+        "funded_rules": [max_loss],
+    }
+
+
+async def test_put_rules_replaces_a_plans_rule_set_and_relevels_its_accounts(
+    client: Client, kernel: Kernel
+) -> None:
+    """Seed status box ``PUT /v1/rules/{id} 200 Updated`` (and its GET)."""
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-2STEP", phases=2, rules=[MAX_LOSS])
+    trader = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "t@a.io"), 201)
+    evaluation = f"/v1/evaluations/{trader['id']}"
+    path = f"/v1/rules/{plan_id}"
+    before = await call(client, "GET", path, acme)
+    service_view = await challenge_service(kernel).get_plan(plan_id, tenant_id="acme")
+    assert before == json.loads(dumps(service_view))
+    assert [p["name"] for p in before["phases"]] == ["phase_1", "phase_2"]
+    (rule,) = (await call(client, "GET", evaluation, acme))["rules"]
+    assert rule["numbers"]["floor"] == "90000.00"
+
+    updated = await call(client, "PUT", path, acme, rule_set(12))
+    assert updated == await call(client, "GET", path, acme)
+    assert updated["id"] == plan_id and updated["code"] == "ACME-2STEP"
+    phase_1, phase_2 = updated["phases"]
+    ((rule_type, name, params),) = [(r["type"], r["name"], r["params"]) for r in phase_1["rules"]]
+    assert (rule_type, name, params["model"], params["percent"]) == (
+        "max_loss",
+        "max_loss",
+        "static",
+        12,
+    )
+    assert (phase_2["rules"], updated["funded_rules"]) == ([], phase_1["rules"])
+    # the account in phase_1 runs on the new rules at once (no need to wait for a phase)
+    (rule,) = (await call(client, "GET", evaluation, acme))["rules"]
+    assert rule["numbers"]["floor"] == "88000.00"
+    passed = await call(client, "POST", f"{evaluation}/pass", acme)
+    assert (passed["phase"], passed["rules"]) == ("phase_2", [])
+
+
+async def test_put_rules_reports_every_field_error_and_changes_nothing(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-100K", rules=[MAX_LOSS])
+    path = f"/v1/rules/{plan_id}"
+    before = await call(client, "GET", path, acme)
+    body = {
+        "phases": [
+            {
+                "name": "Phase 1",
+                "rules": [{"type": "nope"}, {"type": "max_loss", "params": {"percent": "a"}}],
+            }
+        ],
+        "code": "OTHER",
+    }
+    assert await call(client, "PUT", path, acme, body, 422) == {
+        "detail": [
+            {
+                "loc": ["body", "funded_rules"],
+                "msg": "'funded_rules' is a required property",
+                "type": "required",
+            },
+            {
+                "loc": ["body", "code"],
+                "msg": "'code' is not part of a rule set (phases, funded_rules)",
+                "type": "additionalProperties",
+            },
+            {
+                "loc": ["body", "phases", 0, "name"],
+                "msg": "'Phase 1' does not match '^[a-z][a-z0-9_]{0,31}$'",
+                "type": "pattern",
+            },
+            {
+                "loc": ["body", "phases", 0, "rules", 0, "type"],
+                "msg": "unknown rule type 'nope' (known: max_loss)",
+                "type": "rule_type",
+            },
+            {
+                "loc": ["body", "phases", 0, "rules", 1, "params", "model"],
+                "msg": "'model' is a required property",
+                "type": "required",
+            },
+            {
+                "loc": ["body", "phases", 0, "rules", 1, "params", "percent"],
+                "msg": "'a' is not of type 'number'",
+                "type": "type",
+            },
+        ]
+    }
+    assert await call(client, "PUT", path, acme, {"phases": [], "funded_rules": {}}, 422) == {
+        "detail": [
+            {"loc": ["body", "funded_rules"], "msg": "{} is not of type 'array'", "type": "type"},
+            {"loc": ["body", "phases"], "msg": "[] should be non-empty", "type": "minItems"},
+        ]
+    }
+    assert await call(client, "PUT", path, acme, {}, 422) == {
+        "detail": [
+            {
+                "loc": ["body", "phases"],
+                "msg": "'phases' is a required property",
+                "type": "required",
+            },
+            {
+                "loc": ["body", "funded_rules"],
+                "msg": "'funded_rules' is a required property",
+                "type": "required",
+            },
+        ]
+    }
+    assert await call(client, "GET", path, acme) == before
+
+
+async def test_rules_of_broker_and_foreign_plans_are_not_found(
+    client: Client, kernel: Kernel
+) -> None:
+    await partner_tenant(kernel, "acme")
+    await partner_tenant(kernel, "beta")
+    acme, beta = await partner(kernel, "acme"), await partner(kernel, "beta")
+    acme_plan = await plan(kernel, "acme", "ACME-100K")
+    broker_plan = await plan(kernel, None, "BK-100K")  # public: in Acme's catalog
+    not_found = {"detail": "Plan not found"}
+    for who, plan_id in ((beta, acme_plan), (acme, broker_plan)):
+        path = f"/v1/rules/{plan_id}"
+        assert await call(client, "GET", path, who, status=404) == not_found
+        assert await call(client, "PUT", path, who, rule_set(5), 404) == not_found
+        assert await call(client, "PUT", path, who, {"code": "X"}, 404) == not_found
+    service = challenge_service(kernel)
+    assert (await service.get_plan(acme_plan, tenant_id="acme"))["phases"] == [
+        {"name": "phase_1", "rules": []}
+    ]
+    assert (await service.get_plan(broker_plan, tenant_id=None))["phases"] == [
+        {"name": "phase_1", "rules": []}
+    ]

@@ -387,7 +387,7 @@ async def test_fxproptech_subscriptions_get_its_names_and_payload_shape(
         "event": "evaluation.started",
         "id": event_id,
         "ts": "2014-05-07T00:00:00Z",
-        "data": created,
+        "data": {"trader_id": "prop_1", **created},  # the seed's key: the account's id
     }
     for message in receiver.received:
         secret = fx["secret"] if b'"event"' in message.body else zt4["secret"]
@@ -877,13 +877,13 @@ async def test_the_readme_quick_start_receives_a_signed_breach(
     assert response.status == 201, await response.text()
     account = await response.json()
     response = await client.post(f"/api/v1/propfirm/accounts/{account['id']}/sso", headers=acme)
-    assert response.status in (200, 201), await response.text()
+    assert response.status == 200, await response.text()
     sso = await response.json()
     assert sso["expires_in"] == 900
     assert sso["url"].endswith(f"/api/customer/autologin?token={sso['token']}")
     # 3. webhooks
     hooks = await subscribe(
-        client, acme, f"{receiver.url}/acme", ["account.breached", "phase.passed"]
+        client, acme, f"{receiver.url}/acme", ["account.breached", "phase.failed", "phase.passed"]
     )
     resets = await subscribe(client, acme, f"{receiver.url}/resets", ["account.reset"])
     assert hooks["secret"].startswith("whsec_")
@@ -900,11 +900,15 @@ async def test_the_readme_quick_start_receives_a_signed_breach(
     assert (await response.json())["status"] == "failed"
     response = await client.post(f"/api/v1/propfirm/accounts/{account['id']}/reset", headers=acme)
     assert response.status == 200, await response.text()
-    await dispatched(kernel, 2)
+    await dispatched(kernel, 3)
     await service_of(client).drain()
 
-    breach, reset = sorted(receiver.received, key=lambda r: b"account.reset" in r.body)
-    verified = breach.verify(hooks["secret"])
+    by_type = {json.loads(r.body)["type"]: r for r in receiver.received}
+    assert sorted(by_type) == ["account.breached", "account.reset", "phase.failed"]
+    failed = by_type["phase.failed"].verify(hooks["secret"])["data"]
+    assert (failed["account_id"], failed["rule"]) == (account["id"], "daily_loss")
+    reset = by_type["account.reset"]
+    verified = by_type["account.breached"].verify(hooks["secret"])
     assert verified["type"] == "account.breached"
     assert {k: verified["data"][k] for k in ("account_id", "login", "rule", "floor", "equity")} == {
         "account_id": account["id"],

@@ -44,7 +44,7 @@ from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.risk.rules import AccountSnapshot, Level
 from brokerkernel.plugins.challenges.engine import RULE_NAME, PropEngine, positions_of
 from brokerkernel.plugins.challenges.plans import RuleTypeEntry
-from brokerkernel.plugins.challenges.service import PLUGIN_NAME, ChallengeService
+from brokerkernel.plugins.challenges.service import PLAN_UPDATED, PLUGIN_NAME, ChallengeService
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ async def broker_on_startup(kernel: Any) -> None:
     service = ChallengeService(kernel, engine, config)
     kernel.extensions[PLUGIN_NAME] = service
     kernel.trading.crossing_handlers[RULE_NAME] = engine.on_crossing
-    kernel.bus.subscribe(_on_event(engine))
+    kernel.bus.subscribe(_on_event(service, engine))
     await service.load()
     kernel.risk.settle()
     schedule = _Schedule(kernel, engine, float(config["timer_s"]))
@@ -267,9 +267,12 @@ async def broker_on_startup(kernel: Any) -> None:
     schedule.start()
 
 
-def _on_event(engine: PropEngine) -> Any:
-    def handle(event: DomainEvent) -> None:
-        engine.on_event(event)
+def _on_event(service: ChallengeService, engine: PropEngine) -> Any:
+    async def handle(event: DomainEvent) -> None:
+        if event.type == PLAN_UPDATED:
+            await service.reload_plan(str(event.payload["plan_id"]))
+        else:
+            engine.on_event(event)
 
     return handle
 

@@ -27,7 +27,8 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
   counts once), the day's closed profit is recomputed from the deal history
   (profit + commission + swap), then the rules are evaluated.
 * **Day reset** — at each plan's reset instant, every account of the plan gets its new
-  day snapshot (start balance exact; start equity = balance + credit + the engine's
+  day snapshot, kept pending until its view is next read (:class:`ViewCache`; start
+  balance exact; start equity = balance + credit + the engine's
   float floating P&L quantised to cents: exact to the cent is what a firm reports, and
   reading exact equity of 100,000 accounts would cost a database round trip each),
   ``peak_eod_balance`` is raised and ``peak_equity`` taken from the risk engine, the
@@ -54,7 +55,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
@@ -137,9 +138,14 @@ class ConfiguredRule:
     rule: PropRule
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PropView:
-    """The cached state of one prop account (the hot path reads only this)."""
+    """The cached state of one prop account (the hot path reads only this).
+
+    Treated as immutable: a change replaces the cached view, never mutates it (not
+    ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, 6x the cost of this one's, and the day reset builds one
+    per account; measured, ``benchmarks/bench_prop.py``)."""
 
     account_id: str
     login: int
@@ -162,7 +168,8 @@ class PropView:
         return self.plan.phase_name(self.phase_index)
 
     def on_day(self, day: DaySnapshot, history: History) -> PropView:
-        """This view with a new day snapshot and history (the day reset's hot loop)."""
+        """This view with a new day snapshot and history (a day reset's pending day
+        applied: :class:`ViewCache`)."""
         return PropView(
             self.account_id,
             self.login,
@@ -312,6 +319,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def profit_pct(account: AccountState, row: PropAccount) -> str:
+    """The phase's closed profit in percent of its initial balance, 2 places
+    (FXPropTech's ``profit_pct`` on ``evaluation.passed``)."""
+    if not row.initial_balance:
+        return "0.00"
+    share = (account.balance - row.initial_balance) / row.initial_balance * 100
+    return str(share.quantize(Decimal("0.01")))
+
+
 def day_levels_in_bulk(rules: Sequence[ConfiguredRule]) -> bool:
     """True when a day reset can replace every day-dependent level of ``rules`` in
     bulk: each rule either implements ``day_levels`` or declares ``uses_day = False``.
@@ -322,6 +338,76 @@ def day_levels_in_bulk(rules: Sequence[ConfiguredRule]) -> bool:
         getattr(c.rule, "day_levels", None) is not None or not getattr(c.rule, "uses_day", True)
         for c in rules
     )
+
+
+_T = TypeVar("_T")
+
+#: A day snapshot not yet applied: the view it is for, the new ``DaySnapshot`` fields
+#: (day, reset_at, start_balance, start_equity) and the new history.
+PendingDay = tuple[PropView, date, datetime, Decimal, Decimal, History]
+
+
+class ViewCache(dict[int, PropView]):
+    """The cached views by login, with day snapshots not yet applied.
+
+    A day reset records each account's new day in :attr:`pending` (one tuple) instead
+    of building a new view per account (:meth:`PropEngine.day_snapshots`); the view is
+    rebuilt once, when it is next read (``[]``, ``get``, ``pop``; ``items`` and
+    ``values`` apply every pending day first). A view replaced in the meantime (any
+    write) drops its pending day: a pending day applies only to the view it was taken
+    from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[int, PendingDay] = {}
+
+    def _apply(self, login: int) -> None:
+        base, day, reset_at, balance, equity, history = self.pending.pop(login)
+        if dict.get(self, login) is base:
+            view = base.on_day(DaySnapshot(day, reset_at, balance, equity), history)
+            dict.__setitem__(self, login, view)
+
+    def __getitem__(self, login: int) -> PropView:
+        if login in self.pending:
+            self._apply(login)
+        return dict.__getitem__(self, login)
+
+    @overload
+    def get(self, login: int, default: None = None, /) -> PropView | None: ...
+    @overload
+    def get(self, login: int, default: PropView, /) -> PropView: ...
+    @overload
+    def get(self, login: int, default: _T, /) -> PropView | _T: ...
+    def get(self, login: int, default: Any = None, /) -> Any:
+        if login in self.pending:
+            self._apply(login)
+        return dict.get(self, login, default)
+
+    def pop(self, login: int, *default: Any) -> Any:
+        if login in self.pending:
+            self._apply(login)
+        return dict.pop(self, login, *default)
+
+    def __setitem__(self, login: int, view: PropView) -> None:
+        self.pending.pop(login, None)
+        dict.__setitem__(self, login, view)
+
+    def __delitem__(self, login: int) -> None:
+        self.pending.pop(login, None)
+        dict.__delitem__(self, login)
+
+    def apply_pending(self) -> None:
+        """Apply every pending day snapshot."""
+        for login in list(self.pending):
+            self._apply(login)
+
+    def items(self) -> Any:
+        self.apply_pending()
+        return dict.items(self)
+
+    def values(self) -> Any:
+        self.apply_pending()
+        return dict.values(self)
 
 
 def _warn_pct(level_name: str) -> str:
@@ -362,7 +448,7 @@ class PropEngine:
         self.peak = peak
         self.seed_peak = seed_peak
         self.set_levels = set_levels
-        self.views: dict[int, PropView] = {}
+        self.views = ViewCache()
         self.plans: dict[str, PlanSpec] = {}
         self._rules_cache: dict[tuple[str, int, str], tuple[ConfiguredRule, ...]] = {}
         self._deadlines: list[tuple[datetime, int]] = []
@@ -740,7 +826,10 @@ class PropEngine:
         if not objectives or any(r.status is not Status.PASS for _, r in objectives):
             return
         next_phase = plan.phase_name(row.phase_index + 1)
-        tx.event("phase.passed", {**payload, "next_phase": next_phase})
+        tx.event(
+            "phase.passed",
+            {**payload, "next_phase": next_phase, "profit_pct": profit_pct(account, row)},
+        )
         if plan.auto_advance_of(row.phase_index):
             await self.start_phase(env, tx, account, row, plan, row.phase_index + 1)
         else:
@@ -825,8 +914,10 @@ class PropEngine:
     ) -> list[dict[str, Any]]:
         """New day snapshots of the plan's watched accounts at reset ``at``: ``money``
         maps login to (balance, credit); start equity adds the engine's float floating
-        P&L rounded to cents. Updates the cached views, re-levels the accounts holding
-        positions (module docstring, "Day reset"); returns the rows to write.
+        P&L rounded to cents. Records each new day on the cached view as a pending
+        tuple (:class:`ViewCache`: the view is rebuilt when next read, not here),
+        re-levels the accounts holding positions (module docstring, "Day reset");
+        returns the rows to write.
 
         Flat accounts are not re-levelled now: a flat account's equity is its balance,
         which no new daily floor reaches (every model's floor is a reference minus an
@@ -843,6 +934,7 @@ class PropEngine:
         reset_at = day_start(day, plan.reset_time, plan.zone)
         rows = []
         views = self.views
+        pending = views.pending
         floating_of = self.floating
         peak_of_login = self.peak
         # accounts to re-level, by their phase's rules: logins, SB, SE, initial
@@ -851,16 +943,20 @@ class PropEngine:
         relevel = []
         bulkable: dict[int, bool] = {}  # by the phase's rules: every day level has a bulk path
         for login, (balance, credit) in money.items():
-            view = views.get(login)
+            view = dict.get(views, login)  # as cached, a pending day not applied
             if view is None or view.plan.id != plan_id or view.status not in TRADING:
                 continue
-            if view.day.day >= day:
+            last = pending.get(login)
+            if last is not None and last[0] is view:  # the last reset's, not read since
+                current, history = last[1], last[5]
+            else:
+                current, history = view.day.day, view.history
+            if current >= day:
                 continue  # already snapshotted (e.g. a restart after the reset)
             floating = floating_of(login)
             equity = balance + credit
             if floating is not None:
                 equity += Decimal(f"{floating:.2f}")
-            history = view.history
             peak_eod = history.peak_eod_balance
             peak = peak_of_login(login)
             peak_equity = history.peak_equity if peak is None else max(history.peak_equity, peak)
@@ -873,7 +969,7 @@ class PropEngine:
                     history.daily_profit,
                     history.last_trade_at,
                 )
-            views[login] = view.on_day(DaySnapshot(day, reset_at, balance, equity), history)
+            pending[login] = (view, day, reset_at, balance, equity, history)
             if floating is not None:
                 bulk = bulkable.get(id(view.rules))
                 if bulk is None:
@@ -1111,6 +1207,7 @@ class PhaseJob(FutureJob):
                     {
                         **payload,
                         "next_phase": plan.phase_name(row.phase_index + 1),
+                        "profit_pct": profit_pct(account, row),
                         "actor": self.actor,
                     },
                 )

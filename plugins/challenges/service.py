@@ -74,6 +74,8 @@ from brokerkernel.plugins.challenges.plans import (
 )
 
 PLUGIN_NAME = "challenges"
+#: Recorded with every plan change; each process's engine reloads the plan.
+PLAN_UPDATED = "plan.updated"
 HUNDRED = Decimal(100)
 PERCENT = Decimal("0.01")
 SYSTEM = Actor("system")
@@ -361,8 +363,23 @@ class ChallengeService:
             for key, value in values.items():
                 setattr(plan, key, value)
             plan.updated_at = self.kernel.clock.now()
+            # Other processes rebuild their accounts' rules from it (reload_plan).
+            record_event(
+                session,
+                PLAN_UPDATED,
+                {"plan_id": plan.id, "tenant_id": plan.tenant_id},
+                plan.updated_at,
+            )
         self.engine.set_plan(plan_spec(plan))
         return plan_json(plan)
+
+    async def reload_plan(self, plan_id: str) -> None:
+        """Re-read a plan another process changed and rebuild its accounts' rules
+        (the ``plan.updated`` event); a deleted plan is ignored."""
+        async with self.kernel.db.read() as session:
+            plan = await session.get(PropPlan, plan_id)
+        if plan is not None:
+            self.engine.set_plan(plan_spec(plan))
 
     async def retire_plan(self, plan_id: str, *, tenant_id: str | None) -> dict[str, Any]:
         """Deleted when no account ever used it (``status: deleted`` in the answer),

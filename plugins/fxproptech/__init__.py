@@ -2,9 +2,10 @@
 
 REST (``routes.py``): ``/v1/traders`` (list, detail, create with evaluation
 provisioning and an onboarding message, PATCH), ``/v1/evaluations`` (progress,
-provisioning after payment, pass, archive), ``/v1/payouts`` (list, approve,
-reject); the WebSocket ``/v1/trades/stream`` (``stream.py``) with the partner's trade
-events.
+provisioning after payment, pass, archive), ``/v1/accounts`` (open an account for an
+existing trader), ``/v1/rules/{id}`` (a plan's rule set: read, replace),
+``/v1/payouts`` (list, approve, reject); the WebSocket ``/v1/trades/stream``
+(``stream.py``) with the partner's trade events.
 Partner OAuth2 tokens, scopes per route:
 
 =====================================  =================
@@ -15,6 +16,9 @@ POST /v1/traders, PATCH .../{id}       accounts:write
 GET /v1/evaluations/{id}               accounts:read
 POST /v1/evaluations, .../{id}/pass,   accounts:write
 DELETE /v1/evaluations/{id}
+POST /v1/accounts                      accounts:write
+GET /v1/rules/{id}                     plans:read
+PUT /v1/rules/{id}                     plans:write
 GET /v1/payouts                        payouts:read
 POST /v1/payouts/approve, .../reject   payouts:write
 WS /v1/trades/stream                   accounts:read
@@ -100,5 +104,6 @@ def setup(app: web.Application, kernel: Any) -> None:
 
 @hookimpl
 def broker_register_routes() -> Iterator[HttpRoutes]:
-    """``/v1/traders``, ``/v1/evaluations``, ``/v1/payouts``, ``/v1/trades/stream``."""
+    """``/v1/traders``, ``/v1/evaluations``, ``/v1/accounts``, ``/v1/rules``,
+    ``/v1/payouts``, ``/v1/trades/stream``."""
     yield HttpRoutes(name=PLUGIN_NAME, setup=setup)

@@ -1,4 +1,5 @@
-"""The ``/v1`` REST routes: traders, evaluations and payouts (FXPropTech seed).
+"""The ``/v1`` REST routes: traders, evaluations, accounts, rules and payouts
+(FXPropTech seed).
 
 Every route takes a partner token (``api/auth.py`` :func:`require_partner`: 403
 ``prop_firm_not_enabled`` / ``insufficient_scope``) and sees only the partner's own
@@ -32,10 +33,12 @@ from brokerkernel.plugins.challenges.http import (
     page_schema,
     paged,
     partner_actor,
+    path_id,
     query,
     service,
     trader_spec,
 )
+from brokerkernel.plugins.challenges.plans import validate_plan
 from brokerkernel.plugins.challenges.service import PropError, TraderSpec
 from brokerkernel.plugins.fxproptech import schemas
 from brokerkernel.plugins.fxproptech.onboarding import SOURCE
@@ -45,7 +48,10 @@ TAGS: Final = ["fxproptech"]
 EVALUATION_SOURCE: Final = "fxproptech_evaluation"
 #: No KYC provider records a status in this kernel yet.
 KYC_UNKNOWN: Final = "not_started"
+#: ``source`` of the accounts ``POST /v1/accounts`` opens.
+ACCOUNT_SOURCE: Final = "fxproptech_account"
 NOT_FOUND: Final = "Account not found"
+PLAN_NOT_FOUND: Final = "Plan not found"
 RISK_LIMITS: Final = "risk_limits"
 OVERRIDES: Final = "rule_overrides"
 """The service's name of the risk-limit overrides."""
@@ -280,6 +286,39 @@ async def get_evaluation(request: web.Request) -> web.Response:
     return respond(await _evaluation(request, request.match_info["id"], who.tenant_id))
 
 
+async def _trader_of(request: web.Request, trader_id: str, tenant_id: str | None) -> TraderSpec:
+    """The trader (customer) of ``trader_id``, one of the partner's trader accounts;
+    404 ``Account not found`` for an unknown or foreign id."""
+    owner = await service(request).get_account(trader_id, tenant_id=tenant_id)
+    customer = (await _customers(request, [owner["customer_id"]]))[owner["customer_id"]]
+    return TraderSpec(email=customer.email, customer_id=customer.id)
+
+
+async def _open(
+    request: web.Request,
+    tenant_id: str | None,
+    plan_id: str,
+    trader: TraderSpec,
+    *,
+    source: str,
+    reference: str | None,
+) -> web.Response:
+    """201 with the evaluation view of a new account on ``plan_id`` for ``trader``
+    (:meth:`ChallengeService.provision`, idempotent on ``reference``: a repeat answers
+    the first account). The service's 422 on ``customer_id`` (the customer holds
+    accounts outside the partner's tenant) is reported on ``trader_id``."""
+    try:
+        account = await service(request).provision(
+            plan_id, trader, tenant_id=tenant_id, source=source, external_ref=reference
+        )
+    except PropError as exc:
+        if isinstance(exc.detail, list):  # field errors name the service's field
+            for error in exc.detail:
+                error["loc"] = ["trader_id" if p == "customer_id" else p for p in error["loc"]]
+        raise
+    return respond(await _evaluation(request, account["id"], tenant_id), status=201)
+
+
 @operation(
     "Provision an evaluation after payment confirmation",
     tags=TAGS,
@@ -300,27 +339,18 @@ async def create_evaluation(request: web.Request) -> web.Response:
     partner's tenant (the service reuses only the partner's own traders)."""
     who = require_partner(request, "accounts:write")
     data = await validation.body(request, schemas.EVALUATION_CREATE)
-    challenges = service(request)
     if "trader_id" in data:
-        owner = await challenges.get_account(data["trader_id"], tenant_id=who.tenant_id)
-        customer = (await _customers(request, [owner["customer_id"]]))[owner["customer_id"]]
-        trader = TraderSpec(email=customer.email, customer_id=customer.id)
+        trader = await _trader_of(request, data["trader_id"], who.tenant_id)
     else:
         trader = trader_spec(data["trader"])
-    try:
-        account = await challenges.provision(
-            data["plan_id"],
-            trader,
-            tenant_id=who.tenant_id,
-            source=EVALUATION_SOURCE,
-            external_ref=data["payment_reference"],
-        )
-    except PropError as exc:
-        if isinstance(exc.detail, list):  # field errors name the service's field
-            for error in exc.detail:
-                error["loc"] = ["trader_id" if p == "customer_id" else p for p in error["loc"]]
-        raise
-    return respond(await _evaluation(request, account["id"], who.tenant_id), status=201)
+    return await _open(
+        request,
+        who.tenant_id,
+        data["plan_id"],
+        trader,
+        source=EVALUATION_SOURCE,
+        reference=data["payment_reference"],
+    )
 
 
 @operation(
@@ -354,6 +384,117 @@ async def delete_evaluation(request: web.Request) -> web.Response:
         request.match_info["id"], tenant_id=who.tenant_id, actor=partner_actor(who)
     )
     return respond(await _evaluation(request, account["id"], who.tenant_id))
+
+
+# --- accounts ------------------------------------------------------------------------
+
+
+@operation(
+    "Open a trading account for an existing trader",
+    tags=TAGS,
+    body=schemas.ACCOUNT_CREATE,
+    responses={
+        201: schemas.EVALUATION_RESPONSE,
+        404: "Plan or trader not found",
+        409: "Plan retired",
+        422: "Invalid body, or the trader holds accounts outside the partner",
+    },
+    security="partner:accounts:write",
+)
+@guarded
+async def create_account(request: web.Request) -> web.Response:
+    """A new evaluation account on ``plan_id`` (a plan of the partner's own, as for
+    ``POST /v1/evaluations``) for the trader of ``trader_id`` (one of its accounts),
+    answered with the ``/v1/evaluations/{id}`` view (``account.created``, source
+    :data:`ACCOUNT_SOURCE`; no onboarding message: the trader exists);
+    idempotent on ``payment_reference`` when given (a repeat returns the first account,
+    201). 404 ``Account not found`` (trader) / ``Plan not found``, 409 retired plan,
+    422 ``trader_id`` whose customer holds accounts outside the partner's tenant."""
+    who = require_partner(request, "accounts:write")
+    data = await validation.body(request, schemas.ACCOUNT_CREATE)
+    trader = await _trader_of(request, data["trader_id"], who.tenant_id)
+    return await _open(
+        request,
+        who.tenant_id,
+        data["plan_id"],
+        trader,
+        source=ACCOUNT_SOURCE,
+        reference=data.get("payment_reference"),
+    )
+
+
+# --- rules ---------------------------------------------------------------------------
+
+
+@operation(
+    "Get a plan's rule set",
+    tags=TAGS,
+    responses={200: schemas.PLAN_RESPONSE, 404: PLAN_NOT_FOUND},
+    security="partner:plans:read",
+)
+@guarded
+async def get_rules(request: web.Request) -> web.Response:
+    """The partner's own plan ``{id}`` with its rule set (a broker-owned or another
+    partner's plan answers 404)."""
+    who = require_partner(request, "plans:read")
+    return respond(await service(request).get_plan(path_id(request), tenant_id=who.tenant_id))
+
+
+def _rule_set_errors(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """422 items for body fields other than :data:`schemas.RULE_SET_FIELDS` and for
+    missing ones (the service checks what the fields hold)."""
+    fields = schemas.RULE_SET_FIELDS
+    unknown = [
+        {
+            "loc": ["body", name],
+            "msg": f"{name!r} is not part of a rule set ({', '.join(fields)})",
+            "type": "additionalProperties",
+        }
+        for name in sorted(set(data) - set(fields))
+    ]
+    missing = [
+        {"loc": ["body", name], "msg": f"{name!r} is a required property", "type": "required"}
+        for name in fields
+        if name not in data
+    ]
+    return missing + unknown
+
+
+@operation(
+    "Replace a plan's rule set",
+    tags=TAGS,
+    body=schemas.RULE_SET,
+    responses={200: schemas.PLAN_RESPONSE, 404: PLAN_NOT_FOUND, 422: "Field errors"},
+    security="partner:plans:write",
+)
+@guarded
+async def put_rules(request: web.Request) -> web.Response:
+    """Replace ``phases`` and ``funded_rules`` of the partner's own plan ``{id}``
+    (:meth:`ChallengeService.update_plan`: the plan-update checks, every rule's type
+    and params against the rule type's schema, defaults filled in). 404 for an
+    unknown, broker-owned or another partner's plan (before any 422); 422 lists every
+    field error at once.
+
+    The change applies at once, not at the next phase: every account of the plan
+    that is not archived is rebuilt with the new rules of the phase at its position
+    (its ``phase_index``; past the last phase: ``funded_rules``), its own
+    ``risk_limits`` still applied by rule name, and re-levelled in the risk engine
+    (new floors hold from the next price). Its phase name, day start, peaks and
+    status are kept (a breached account stays breached). This happens in the
+    process that serves the request; other kernel processes keep their cached plan
+    until they restart (:meth:`ChallengeService.update_plan` publishes no change)."""
+    who = require_partner(request, "plans:write")
+    challenges = service(request)
+    plan_id = path_id(request)
+    data = await validation.body(request, schemas.JSON_OBJECT)
+    rules = {name: data[name] for name in schemas.RULE_SET_FIELDS if name in data}
+    errors = _rule_set_errors(data)
+    if errors:
+        await challenges.get_plan(plan_id, tenant_id=who.tenant_id)
+        if rules:
+            errors.extend(validate_plan(rules, challenges.types, partial=True)[1])
+        raise ApiError(422, errors)
+    return respond(await challenges.update_plan(plan_id, rules, tenant_id=who.tenant_id))
 
 
 # --- payouts -------------------------------------------------------------------------
@@ -444,6 +585,9 @@ ROUTES: Final = (
     ("GET", "/v1/evaluations/{id}", get_evaluation),
     ("DELETE", "/v1/evaluations/{id}", delete_evaluation),
     ("POST", "/v1/evaluations/{id}/pass", pass_evaluation),
+    ("POST", "/v1/accounts", create_account),
+    ("GET", "/v1/rules/{id}", get_rules),
+    ("PUT", "/v1/rules/{id}", put_rules),
     ("GET", "/v1/payouts", list_payouts),
     ("POST", "/v1/payouts/approve", approve_payout),
     ("POST", "/v1/payouts/reject", reject_payout),

@@ -12,6 +12,7 @@ from brokerkernel.plugins.challenges.http import (
     TRADER,
 )
 from brokerkernel.plugins.challenges.models import ACCOUNT_STATUSES, PAYOUT_STATUSES
+from brokerkernel.plugins.challenges.plans import PLAN_PROPERTIES
 
 ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 40}
 #: ``plan_id`` of an evaluation: a plan the partner owns or may sell.
@@ -47,6 +48,17 @@ TRADER_PATCH: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+PAYMENT_REFERENCE: dict[str, Any] = {
+    **EXTERNAL_REF,
+    "description": "The confirmed payment (e.g. the processor's payment id); a repeat "
+    "with the same reference returns the first account (whatever the rest of the body)",
+}
+#: An existing trader of the partner: the id of any of its trader accounts.
+TRADER_ID: dict[str, Any] = {
+    **ID,
+    "description": "An existing trader of the partner (the id of one of its accounts)",
+}
+
 EVALUATION_CREATE: dict[str, Any] = {
     "type": "object",
     "description": "Give the trader as trader_id (an existing trader of the partner) "
@@ -54,17 +66,37 @@ EVALUATION_CREATE: dict[str, Any] = {
     "required": ["plan_id", "payment_reference"],
     "properties": {
         "plan_id": PLAN_ID,
-        "payment_reference": {
-            **EXTERNAL_REF,
-            "description": "The confirmed payment (e.g. the processor's payment id); a "
-            "repeat with the same reference returns the first evaluation",
-        },
-        "trader_id": ID,
+        "payment_reference": PAYMENT_REFERENCE,
+        "trader_id": TRADER_ID,
         "trader": TRADER,
     },
     "oneOf": [{"required": ["trader_id"]}, {"required": ["trader"]}],
     "additionalProperties": False,
 }
+
+ACCOUNT_CREATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["trader_id", "plan_id"],
+    "properties": {
+        "trader_id": TRADER_ID,
+        "plan_id": PLAN_ID,
+        "payment_reference": PAYMENT_REFERENCE,
+    },
+    "additionalProperties": False,
+}
+
+#: The fields of a plan's rule set (``PUT /v1/rules/{id}`` replaces both).
+RULE_SET_FIELDS: tuple[str, ...] = ("phases", "funded_rules")
+#: ``PUT /v1/rules/{id}``: the plan schema's ``phases`` and ``funded_rules``. The
+#: route checks only the field names itself and leaves the rest to the challenges
+#: service, so one 422 lists the schema's and every rule's params errors.
+RULE_SET: dict[str, Any] = {
+    "type": "object",
+    "required": list(RULE_SET_FIELDS),
+    "properties": {name: PLAN_PROPERTIES[name] for name in RULE_SET_FIELDS},
+    "additionalProperties": False,
+}
+JSON_OBJECT: dict[str, Any] = {"type": "object"}
 
 PAYOUT_APPROVE: dict[str, Any] = {
     "type": "object",
@@ -139,3 +171,9 @@ EVALUATION_RESPONSE: dict[str, Any] = {
 }
 
 PAYOUT_RESPONSE: dict[str, Any] = {"type": "object", "description": "A payout request"}
+
+PLAN_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "description": "The plan with its rule set (phases[].rules, funded_rules; each rule "
+    "{type, name, params} with the params' defaults filled in)",
+}

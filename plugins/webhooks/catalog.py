@@ -95,10 +95,14 @@ def render(
 
     ``standard``: the Standard Webhooks envelope ``{"type", "timestamp", "data"}``;
     ``fxproptech``: ``{"event", "id", "ts", "data"}`` (``ts`` to the second, as the
-    seed's example). ``data`` is the kernel event's payload (money as strings).
+    seed's example). ``data`` is the kernel event's payload (money as strings); in
+    the ``fxproptech`` style it also carries the seed's ``trader_id``: the prop
+    account's id (``account_id``; an FXPropTech trader is the prop account).
     """
     if style == FXPROPTECH:
         ts = occurred_at.astimezone(UTC).replace(microsecond=0)
+        if "account_id" in data:
+            data = {"trader_id": data["account_id"], **data}
         envelope: dict[str, Any] = {"event": name, "id": event_id, "ts": _iso(ts), "data": data}
     else:
         envelope = {"type": name, "timestamp": _iso(occurred_at), "data": data}
