@@ -7,6 +7,7 @@ account joins the default group and takes its currency and leverage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +54,29 @@ def account_json(account: TradingAccount) -> dict[str, Any]:
         "is_active": account.is_active,
         "created_at": account.created_at,
     }
+
+
+def new_real_account(
+    login: int, customer_id: str, group_id: str, currency: str, leverage: int, now: datetime
+) -> TradingAccount:
+    """A new active ``real`` trading account ``login`` of the customer in the group,
+    with zero balance, credit and margin (in ``currency``) and an empty ledger;
+    ``now`` (UTC) is its creation time. Not yet added to a session."""
+    return TradingAccount(
+        id=new_id(),
+        login=login,
+        customer_id=customer_id,
+        group_id=group_id,
+        currency=currency,
+        leverage=leverage,
+        account_type="real",
+        balance=Decimal(0),
+        credit=Decimal(0),
+        margin=Decimal(0),
+        ledger_seq=0,
+        is_active=True,
+        created_at=now,
+    )
 
 
 def customer_json(customer: Customer, accounts: list[TradingAccount]) -> dict[str, Any]:
@@ -134,20 +158,13 @@ async def register(
         )
         session.add(customer)
         await session.flush()
-        account = TradingAccount(
-            id=new_id(),
-            login=await ids.next_login(session),
-            customer_id=customer.id,
-            group_id=group.id,
-            currency=group.currency,
-            leverage=group.default_leverage,
-            account_type="real",
-            balance=Decimal(0),
-            credit=Decimal(0),
-            margin=Decimal(0),
-            ledger_seq=0,
-            is_active=True,
-            created_at=now,
+        account = new_real_account(
+            await ids.next_login(session),
+            customer.id,
+            group.id,
+            group.currency,
+            group.default_leverage,
+            now,
         )
         session.add(account)
         record_event(

@@ -10,7 +10,8 @@ depends on the other's internals, both on the challenges plugin, its service con
   against a schema (every error at once) and the ``{"items", "total", "limit",
   "offset"}`` page body with its OpenAPI description;
 * :func:`service`, :func:`path_id`, :func:`partner_actor` (the ``actor`` the service
-  records for a partner; staff act as their user id, as in the money layer) and
+  records for a partner; staff act as their user id, as in the money layer),
+  :func:`change_account` (a lifecycle change of the partner's account ``{id}``) and
   :func:`trader_spec` (a validated :data:`TRADER` object as a
   :class:`~brokerkernel.plugins.challenges.service.TraderSpec`).
 """
@@ -20,12 +21,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from brokerkernel.api import validation
-from brokerkernel.api.auth import Principal
+from brokerkernel.api.auth import Principal, require_partner
 from brokerkernel.api.errors import ApiError
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.routes.admin import EMAIL, NAME
@@ -155,6 +156,30 @@ def page_schema(item: str) -> dict[str, Any]:
 def partner_actor(who: Principal) -> str:
     """``partner:<client_id>``: who acted, as the service records it."""
     return f"partner:{who.subject}"
+
+
+class AccountChange(Protocol):
+    """A :class:`ChallengeService` lifecycle method (``advance_phase``, ``reset``,
+    ``archive``) answering the account's new state (the service's account view)."""
+
+    def __call__(
+        self, service: ChallengeService, account_id: str, /, *, tenant_id: str | None, actor: str
+    ) -> Awaitable[dict[str, Any]]: ...
+
+
+async def change_account(
+    request: web.Request, change: AccountChange, body: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``change`` applied by the partner (scope ``accounts:write``; the request body
+    checked against the ``body`` schema when given, 422 listing every error) to its
+    tenant's account ``{id}``: the account's new state. PropError 404 for an unknown
+    or another tenant's account, the service's 409 when the change is not allowed."""
+    who = require_partner(request, "accounts:write")
+    if body is not None:
+        await validation.body(request, body)
+    return await change(
+        service(request), path_id(request), tenant_id=who.tenant_id, actor=partner_actor(who)
+    )
 
 
 def trader_spec(data: Mapping[str, Any]) -> TraderSpec:

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.config import _DefaultingValidator
+from brokerkernel.kernel.customers import new_real_account
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.money.transactions import Actor, TransactionRequest, TransactionService
 from brokerkernel.kernel.prop.days import day_start, trading_day
@@ -529,20 +530,13 @@ class ChallengeService:
                     raise PropError(409, "The plan is retired")
                 spec = self.engine.plans.get(plan.id) or plan_spec(plan)
                 customer, created = await self._customer(session, trader, tenant_id, now)
-                account = TradingAccount(
-                    id=new_id(),
-                    login=await kernel.ids.next_login(session),
-                    customer_id=customer.id,
-                    group_id=await self._group_id(session, plan),
-                    currency=plan.currency,
-                    leverage=plan.leverage,
-                    account_type="real",
-                    balance=Decimal(0),
-                    credit=Decimal(0),
-                    margin=Decimal(0),
-                    ledger_seq=0,
-                    is_active=True,
-                    created_at=now,
+                account = new_real_account(
+                    await kernel.ids.next_login(session),
+                    customer.id,
+                    await self._group_id(session, plan),
+                    plan.currency,
+                    plan.leverage,
+                    now,
                 )
                 session.add(account)
                 await session.flush()

@@ -14,7 +14,8 @@ progress, so ``/v1/traders/{id}`` and ``/v1/evaluations/{id}`` take the same id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
@@ -29,6 +30,7 @@ from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.storage.models import Customer
 from brokerkernel.plugins.challenges.http import (
+    change_account,
     guarded,
     page_schema,
     paged,
@@ -39,7 +41,7 @@ from brokerkernel.plugins.challenges.http import (
     trader_spec,
 )
 from brokerkernel.plugins.challenges.plans import validate_plan
-from brokerkernel.plugins.challenges.service import PropError, TraderSpec
+from brokerkernel.plugins.challenges.service import ChallengeService, PropError, TraderSpec
 from brokerkernel.plugins.fxproptech import schemas
 from brokerkernel.plugins.fxproptech.onboarding import SOURCE
 
@@ -85,6 +87,19 @@ def times(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     if errors:
         raise ApiError(422, errors)
     return params
+
+
+@contextmanager
+def field_renamed(service_field: str, api_field: str) -> Iterator[None]:
+    """Field errors (422 items) of a :class:`PropError` raised inside name
+    ``api_field`` where the service named ``service_field``; re-raised."""
+    try:
+        yield
+    except PropError as exc:
+        if isinstance(exc.detail, list):
+            for error in exc.detail:
+                error["loc"] = [api_field if p == service_field else p for p in error["loc"]]
+        raise
 
 
 # --- views ---------------------------------------------------------------------------
@@ -215,15 +230,10 @@ async def patch_trader(request: web.Request) -> web.Response:
     who = require_partner(request, "accounts:write")
     data = await validation.body(request, schemas.TRADER_PATCH)
     changes = {(OVERRIDES if k == RISK_LIMITS else k): v for k, v in data.items()}
-    try:
+    with field_renamed(OVERRIDES, RISK_LIMITS):
         account = await service(request).update_account(
             request.match_info["id"], changes, tenant_id=who.tenant_id, actor=partner_actor(who)
         )
-    except PropError as exc:
-        if isinstance(exc.detail, list):  # field errors name the service's field
-            for error in exc.detail:
-                error["loc"] = [RISK_LIMITS if p == OVERRIDES else p for p in error["loc"]]
-        raise
     return respond(await _trader(request, account))
 
 
@@ -307,15 +317,10 @@ async def _open(
     (:meth:`ChallengeService.provision`, idempotent on ``reference``: a repeat answers
     the first account). The service's 422 on ``customer_id`` (the customer holds
     accounts outside the partner's tenant) is reported on ``trader_id``."""
-    try:
+    with field_renamed("customer_id", "trader_id"):
         account = await service(request).provision(
             plan_id, trader, tenant_id=tenant_id, source=source, external_ref=reference
         )
-    except PropError as exc:
-        if isinstance(exc.detail, list):  # field errors name the service's field
-            for error in exc.detail:
-                error["loc"] = ["trader_id" if p == "customer_id" else p for p in error["loc"]]
-        raise
     return respond(await _evaluation(request, account["id"], tenant_id), status=201)
 
 
@@ -362,12 +367,8 @@ async def create_evaluation(request: web.Request) -> web.Response:
 @guarded
 async def pass_evaluation(request: web.Request) -> web.Response:
     """The manual advance (the seed's admin-only endpoint: scope accounts:write)."""
-    who = require_partner(request, "accounts:write")
-    challenges = service(request)
-    account = await challenges.advance_phase(
-        request.match_info["id"], tenant_id=who.tenant_id, actor=partner_actor(who)
-    )
-    return respond(await _evaluation(request, account["id"], who.tenant_id))
+    account = await change_account(request, ChallengeService.advance_phase)
+    return respond(await _evaluation(request, account["id"], account["tenant_id"]))
 
 
 @operation(
@@ -379,11 +380,8 @@ async def pass_evaluation(request: web.Request) -> web.Response:
 @guarded
 async def delete_evaluation(request: web.Request) -> web.Response:
     """Archive the account (positions closed, trading stopped; kept for history)."""
-    who = require_partner(request, "accounts:write")
-    account = await service(request).archive(
-        request.match_info["id"], tenant_id=who.tenant_id, actor=partner_actor(who)
-    )
-    return respond(await _evaluation(request, account["id"], who.tenant_id))
+    account = await change_account(request, ChallengeService.archive)
+    return respond(await _evaluation(request, account["id"], account["tenant_id"]))
 
 
 # --- accounts ------------------------------------------------------------------------
@@ -530,16 +528,20 @@ async def list_payouts(request: web.Request) -> web.Response:
     return respond(paged(items, total, params))
 
 
+#: The answers of a decision on a pending payout (approve or reject).
+PAYOUT_DECISION_RESPONSES: Final[dict[int, Any]] = {
+    200: schemas.PAYOUT_RESPONSE,
+    404: "Payout not found",
+    409: "Payout not pending",
+    422: "Invalid body",
+}
+
+
 @operation(
     "Approve and process a payout",
     tags=TAGS,
     body=schemas.PAYOUT_APPROVE,
-    responses={
-        200: schemas.PAYOUT_RESPONSE,
-        404: "Payout not found",
-        409: "Payout not pending",
-        422: "Invalid body",
-    },
+    responses=PAYOUT_DECISION_RESPONSES,
     security="partner:payouts:write",
 )
 @guarded
@@ -557,12 +559,7 @@ async def approve_payout(request: web.Request) -> web.Response:
     "Decline a payout",
     tags=TAGS,
     body=schemas.PAYOUT_REJECT,
-    responses={
-        200: schemas.PAYOUT_RESPONSE,
-        404: "Payout not found",
-        409: "Payout not pending",
-        422: "Invalid body",
-    },
+    responses=PAYOUT_DECISION_RESPONSES,
     security="partner:payouts:write",
 )
 @guarded

@@ -8,8 +8,9 @@ uses too.
   token (:mod:`brokerkernel.kernel.identity.autologin`) redeemable once at
   ``GET /api/customer/autologin?token=...``, refused for a trader who also holds
   accounts outside the caller's tenant;
-* :func:`provision_account`, :func:`request_payout`, :func:`account_sso`: the
-  handlers' bodies both partner postures share (they differ by scope and options);
+* :func:`provision_account`, :func:`request_payout`, :func:`account_sso`,
+  :func:`account_state`, :func:`account_metrics`: the handlers' bodies both partner
+  postures share (they differ by scope and options);
   a posture provisions only on its own kind of plan (Orchestration: the tenant's;
   Storefront: the broker's, :func:`catalog_plan`).
 """
@@ -133,6 +134,22 @@ async def request_payout(request: web.Request, scope: str, *, execute: bool) -> 
         actor=partner_actor(who),
     )
     return respond(payout, 201 if execute else 202)
+
+
+async def account_state(request: web.Request, scope: str) -> web.Response:
+    """The state of the tenant's account ``{id}``
+    (:meth:`~brokerkernel.plugins.challenges.service.ChallengeService.get_account`);
+    404 unknown or another tenant's."""
+    who = require_partner(request, scope)
+    return respond(await service(request).get_account(path_id(request), tenant_id=who.tenant_id))
+
+
+async def account_metrics(request: web.Request, scope: str) -> web.Response:
+    """The metrics snapshot of the tenant's account ``{id}``
+    (:meth:`~brokerkernel.plugins.challenges.service.ChallengeService.metrics`);
+    404 unknown or another tenant's."""
+    who = require_partner(request, scope)
+    return respond(await service(request).metrics(path_id(request), tenant_id=who.tenant_id))
 
 
 async def account_sso(request: web.Request, scope: str) -> web.Response:

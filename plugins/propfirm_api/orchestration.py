@@ -35,6 +35,7 @@ cadence and minimum) are the challenges service's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +46,7 @@ from brokerkernel.api.auth import require_partner
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.openapi import operation
 from brokerkernel.plugins.challenges.http import (
+    change_account,
     page_schema,
     paged,
     partner_actor,
@@ -52,10 +54,13 @@ from brokerkernel.plugins.challenges.http import (
     query,
     service,
 )
+from brokerkernel.plugins.challenges.service import ChallengeService
 from brokerkernel.plugins.propfirm_api import schemas
 from brokerkernel.plugins.propfirm_api.common import (
     SSO_REFUSED,
+    account_metrics,
     account_sso,
+    account_state,
     add_routes,
     provision_account,
     request_payout,
@@ -63,6 +68,22 @@ from brokerkernel.plugins.propfirm_api.common import (
 
 BASE = "/api/v1/propfirm"
 TAGS = ["propfirm"]
+
+
+#: A :class:`ChallengeService` listing (``list_accounts``, ``list_payouts``):
+#: ``(service, *, tenant_id, **filters and paging) -> (items, total)``.
+Lister = Callable[..., Awaitable[tuple[list[dict[str, Any]], int]]]
+
+
+async def listing(
+    request: web.Request, scope: str, schema: Mapping[str, Any], lister: Lister
+) -> web.Response:
+    """A page (:func:`paged`) of the tenant's items: the query checked against
+    ``schema`` (422 listing every error), then ``lister(service, tenant_id=..., **query)``."""
+    who = require_partner(request, scope)
+    params = query(request, schema)
+    items, total = await lister(service(request), tenant_id=who.tenant_id, **params)
+    return respond(paged(items, total, params))
 
 
 # --- plans ---------------------------------------------------------------------------
@@ -161,32 +182,29 @@ async def provision(request: web.Request) -> web.Response:
     security="partner:accounts:read",
 )
 async def list_accounts(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:read")
-    params = query(request, schemas.ACCOUNTS_QUERY)
-    items, total = await service(request).list_accounts(tenant_id=who.tenant_id, **params)
-    return respond(paged(items, total, params))
+    return await listing(
+        request, "accounts:read", schemas.ACCOUNTS_QUERY, ChallengeService.list_accounts
+    )
 
 
 @operation(
     "State: equity, drawdown used, target progress, phase",
     tags=TAGS,
-    responses={200: "The account's state", 404: schemas.NOT_FOUND},
+    responses=schemas.STATE_RESPONSES,
     security="partner:accounts:read",
 )
 async def get_account(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:read")
-    return respond(await service(request).get_account(path_id(request), tenant_id=who.tenant_id))
+    return await account_state(request, "accounts:read")
 
 
 @operation(
     "Metrics snapshot",
     tags=TAGS,
-    responses={200: "Metrics incl. the status of every rule", 404: schemas.NOT_FOUND},
+    responses=schemas.METRICS_RESPONSES,
     security="partner:accounts:read",
 )
 async def metrics(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:read")
-    return respond(await service(request).metrics(path_id(request), tenant_id=who.tenant_id))
+    return await account_metrics(request, "accounts:read")
 
 
 @operation(
@@ -197,12 +215,9 @@ async def metrics(request: web.Request) -> web.Response:
     security="partner:accounts:write",
 )
 async def advance_phase(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:write")
-    await validation.body(request, schemas.EMPTY_BODY)
-    account = await service(request).advance_phase(
-        path_id(request), tenant_id=who.tenant_id, actor=partner_actor(who)
+    return respond(
+        await change_account(request, ChallengeService.advance_phase, schemas.EMPTY_BODY)
     )
-    return respond(account)
 
 
 @operation(
@@ -213,12 +228,7 @@ async def advance_phase(request: web.Request) -> web.Response:
     security="partner:accounts:write",
 )
 async def reset(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:write")
-    await validation.body(request, schemas.EMPTY_BODY)
-    account = await service(request).reset(
-        path_id(request), tenant_id=who.tenant_id, actor=partner_actor(who)
-    )
-    return respond(account)
+    return respond(await change_account(request, ChallengeService.reset, schemas.EMPTY_BODY))
 
 
 @operation(
@@ -256,11 +266,7 @@ async def balance(request: web.Request) -> web.Response:
     security="partner:accounts:write",
 )
 async def archive(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:write")
-    account = await service(request).archive(
-        path_id(request), tenant_id=who.tenant_id, actor=partner_actor(who)
-    )
-    return respond(account)
+    return respond(await change_account(request, ChallengeService.archive))
 
 
 @operation(
@@ -305,10 +311,9 @@ async def trigger_payout(request: web.Request) -> web.Response:
     security="partner:payouts:read",
 )
 async def list_payouts(request: web.Request) -> web.Response:
-    who = require_partner(request, "payouts:read")
-    params = query(request, schemas.PAYOUTS_QUERY)
-    items, total = await service(request).list_payouts(tenant_id=who.tenant_id, **params)
-    return respond(paged(items, total, params))
+    return await listing(
+        request, "payouts:read", schemas.PAYOUTS_QUERY, ChallengeService.list_payouts
+    )
 
 
 @operation(

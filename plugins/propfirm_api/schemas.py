@@ -118,6 +118,13 @@ PAYOUTS_QUERY: dict[str, Any] = {
 #: The 404 answer of every id the caller may not see (unknown or another tenant's).
 NOT_FOUND = "Not found (or another tenant's)"
 
+#: The answers of ``GET .../accounts/{id}`` and ``.../metrics`` (both postures).
+STATE_RESPONSES: dict[int, Any] = {200: "The account's state", 404: NOT_FOUND}
+METRICS_RESPONSES: dict[int, Any] = {
+    200: "Metrics incl. the status of every rule",
+    404: NOT_FOUND,
+}
+
 #: A body that must be empty (or ``{}``): POSTs that only trigger an action.
 EMPTY_BODY: dict[str, Any] = {"type": "object", "additionalProperties": False}
 

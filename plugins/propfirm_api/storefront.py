@@ -32,7 +32,9 @@ from brokerkernel.plugins.challenges.http import path_id, service
 from brokerkernel.plugins.propfirm_api import schemas
 from brokerkernel.plugins.propfirm_api.common import (
     SSO_REFUSED,
+    account_metrics,
     account_sso,
+    account_state,
     add_routes,
     broker_owned,
     catalog_plan,
@@ -86,23 +88,21 @@ async def provision(request: web.Request) -> web.Response:
 @operation(
     "State: phase, status, target progress, drawdown",
     tags=TAGS,
-    responses={200: "The account's state", 404: schemas.NOT_FOUND},
+    responses=schemas.STATE_RESPONSES,
     security="partner:accounts:read",
 )
 async def get_account(request: web.Request) -> web.Response:
-    who = require_partner(request, "accounts:read")
-    return respond(await service(request).get_account(path_id(request), tenant_id=who.tenant_id))
+    return await account_state(request, "accounts:read")
 
 
 @operation(
     "Metrics snapshot",
     tags=TAGS,
-    responses={200: "Metrics incl. the status of every rule", 404: schemas.NOT_FOUND},
+    responses=schemas.METRICS_RESPONSES,
     security="partner:metrics:read",
 )
 async def metrics(request: web.Request) -> web.Response:
-    who = require_partner(request, "metrics:read")
-    return respond(await service(request).metrics(path_id(request), tenant_id=who.tenant_id))
+    return await account_metrics(request, "metrics:read")
 
 
 @operation(

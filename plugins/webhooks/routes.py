@@ -24,7 +24,7 @@ Errors: 401 without a token; 403 ``prop_firm_not_enabled`` / ``insufficient_scop
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -163,17 +163,29 @@ WITH_SECRET: dict[str, Any] = {
 }
 
 
+T = TypeVar("T")
+
+
 def _partner(request: web.Request) -> tuple[Principal, str, Subscriptions]:
     who = require_partner(request, SCOPE)
     assert who.tenant_id is not None  # partner tokens always carry their tenant
     return who, who.tenant_id, webhook_service(request.app[KERNEL]).subscriptions
 
 
-async def _answer(call: Awaitable[Any]) -> Any:
+async def _answer(call: Awaitable[T]) -> T:
     try:
         return await call
     except WebhookError as exc:
         raise ApiError(exc.status, exc.detail) from exc
+
+
+async def _on_path_id(
+    request: web.Request, action: Callable[[Subscriptions, str, str], Awaitable[T]]
+) -> T:
+    """``action(subscriptions, tenant_id, subscription_id)`` for the partner's tenant
+    and the path's ``{id}``; a :class:`WebhookError` answers its status and detail."""
+    _who, tenant_id, subscriptions = _partner(request)
+    return await _answer(action(subscriptions, tenant_id, request.match_info["id"]))
 
 
 @operation(
@@ -211,8 +223,7 @@ async def list_all(request: web.Request) -> web.Response:
     security=SECURITY,
 )
 async def get(request: web.Request) -> web.Response:
-    _who, tenant_id, subscriptions = _partner(request)
-    return respond(await _answer(subscriptions.get(tenant_id, request.match_info["id"])))
+    return respond(await _on_path_id(request, Subscriptions.get))
 
 
 @operation(
@@ -236,8 +247,7 @@ async def patch(request: web.Request) -> web.Response:
     security=SECURITY,
 )
 async def delete(request: web.Request) -> web.Response:
-    _who, tenant_id, subscriptions = _partner(request)
-    await _answer(subscriptions.delete(tenant_id, request.match_info["id"]))
+    await _on_path_id(request, Subscriptions.delete)
     return web.Response(status=204)
 
 
@@ -250,8 +260,7 @@ async def delete(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     """The new ``secret``; messages carry signatures of both secrets until
     ``previous_secret_expires_at``."""
-    _who, tenant_id, subscriptions = _partner(request)
-    view, secret = await _answer(subscriptions.rotate_secret(tenant_id, request.match_info["id"]))
+    view, secret = await _on_path_id(request, Subscriptions.rotate_secret)
     return respond({**view, "secret": secret})
 
 
@@ -284,8 +293,7 @@ async def deliveries(request: web.Request) -> web.Response:
     security=SECURITY,
 )
 async def stats(request: web.Request) -> web.Response:
-    _who, tenant_id, subscriptions = _partner(request)
-    return respond(await _answer(subscriptions.stats(tenant_id, request.match_info["id"])))
+    return respond(await _on_path_id(request, Subscriptions.stats))
 
 
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (

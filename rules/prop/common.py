@@ -15,16 +15,18 @@ percentages of the allowance **used**: ``warn_at_pct: [50, 80]`` gives equity fl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
 from brokerkernel.kernel.prop.rules import (
     Level,
     LevelKind,
     OrderIntent,
+    PropRule,
     RuleInput,
     RuleResult,
     Status,
@@ -60,6 +62,27 @@ WARN_AT_PCT: dict[str, Any] = {
     "default": [],
     "description": "Warn when this percent of the allowance is used (e.g. [50, 80]).",
 }
+
+
+def floor_params_schema(
+    models: Sequence[str], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The params schema of a loss-floor rule: ``model`` (one of ``models``), the
+    allowance (``percent`` xor ``amount``), ``inclusive``, ``warn_at_pct`` and the
+    rule's ``extra`` properties; nothing else."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model"],
+        "properties": {
+            "model": {"enum": list(models), "description": "Floor model (DOMAIN.md)."},
+            **ALLOWANCE_PROPERTIES,
+            "inclusive": INCLUSIVE_FLOOR,
+            "warn_at_pct": WARN_AT_PCT,
+            **(extra or {}),
+        },
+        "oneOf": ALLOWANCE_ONE_OF,
+    }
 
 
 def dec(value: Any) -> Decimal:
@@ -205,3 +228,26 @@ class NoOrderCheck:
 def iso(value: datetime | None) -> str | None:
     """An instant as ISO 8601 UTC text (``...Z``) for result numbers; None stays None."""
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ParamsRuleType:
+    """A rule type (:class:`~brokerkernel.kernel.prop.rules.RuleType`) whose rules are
+    built from their name and validated params alone: ``configure`` calls ``rule``."""
+
+    def __init__(self, rule: Callable[[str, Mapping[str, Any]], PropRule]) -> None:
+        self.rule = rule
+
+    def configure(self, name: str, params: Mapping[str, Any]) -> PropRule:
+        return self.rule(name, params)
+
+
+def rule_set(
+    name: str, rule: Callable[[str, Mapping[str, Any]], PropRule], schema: Mapping[str, Any]
+) -> PropRuleSet:
+    """The descriptor of rule type ``name`` (params validated against ``schema``) whose
+    rules are ``rule(name, params)``; the plugin context is not needed."""
+
+    def factory(context: PluginContext) -> ParamsRuleType:
+        return ParamsRuleType(rule)
+
+    return PropRuleSet(name=name, factory=factory, config_schema=schema)

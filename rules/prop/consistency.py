@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, RuleInput, RuleResult, Status
-from brokerkernel.rules.prop.common import HUNDRED, PCT_PLACES, PERCENT, NoOrderCheck, dec
+from brokerkernel.rules.prop.common import HUNDRED, PCT_PLACES, PERCENT, NoOrderCheck, dec, rule_set
 
 NAME = "consistency"
 
@@ -78,16 +78,6 @@ class Consistency(NoOrderCheck):
         return RuleResult(self.name, Status.PENDING, reason, numbers)
 
 
-class ConsistencyType:
-    """Rule type ``consistency`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> Consistency:
-        return Consistency(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=ConsistencyType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, Consistency, PARAMS_SCHEMA)]

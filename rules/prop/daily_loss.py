@@ -27,17 +27,15 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, RuleInput, RuleResult
 from brokerkernel.rules.prop.common import (
-    ALLOWANCE_ONE_OF,
-    ALLOWANCE_PROPERTIES,
-    INCLUSIVE_FLOOR,
-    WARN_AT_PCT,
     Allowance,
     FloorSpec,
     NoOrderCheck,
+    floor_params_schema,
+    rule_set,
 )
 
 NAME = "daily_loss"
@@ -50,18 +48,7 @@ MODELS = (
     "fixed_initial_pct",
 )
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["model"],
-    "properties": {
-        "model": {"enum": list(MODELS), "description": "Floor model (DOMAIN.md)."},
-        **ALLOWANCE_PROPERTIES,
-        "inclusive": INCLUSIVE_FLOOR,
-        "warn_at_pct": WARN_AT_PCT,
-    },
-    "oneOf": ALLOWANCE_ONE_OF,
-}
+PARAMS_SCHEMA: dict[str, Any] = floor_params_schema(MODELS)
 
 
 class DailyLoss(NoOrderCheck):
@@ -139,16 +126,6 @@ class DailyLoss(NoOrderCheck):
         )
 
 
-class DailyLossType:
-    """Rule type ``daily_loss`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> DailyLoss:
-        return DailyLoss(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=DailyLossType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, DailyLoss, PARAMS_SCHEMA)]

@@ -29,33 +29,25 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, RuleInput, RuleResult
 from brokerkernel.rules.prop.common import (
-    ALLOWANCE_ONE_OF,
-    ALLOWANCE_PROPERTIES,
-    INCLUSIVE_FLOOR,
-    WARN_AT_PCT,
     Allowance,
     FloorSpec,
     NoOrderCheck,
     dec,
+    floor_params_schema,
+    rule_set,
 )
 
 NAME = "max_loss"
 MODELS = ("static", "trailing_eod_balance", "trailing_intraday_equity", "ftmo_one_step")
 TRAILING = frozenset(MODELS[1:])
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["model"],
-    "properties": {
-        "model": {"enum": list(MODELS), "description": "Floor model (DOMAIN.md)."},
-        **ALLOWANCE_PROPERTIES,
-        "inclusive": INCLUSIVE_FLOOR,
-        "warn_at_pct": WARN_AT_PCT,
+PARAMS_SCHEMA: dict[str, Any] = floor_params_schema(
+    MODELS,
+    {
         "lock_offset": {
             "type": ["number", "null"],
             "default": None,
@@ -63,8 +55,7 @@ PARAMS_SCHEMA: dict[str, Any] = {
             "lock_offset (0 = Topstep's lock at the starting balance); null: no lock.",
         },
     },
-    "oneOf": ALLOWANCE_ONE_OF,
-}
+)
 
 
 class MaxLoss(NoOrderCheck):
@@ -137,16 +128,6 @@ class MaxLoss(NoOrderCheck):
         )
 
 
-class MaxLossType:
-    """Rule type ``max_loss`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> MaxLoss:
-        return MaxLoss(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=MaxLossType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, MaxLoss, PARAMS_SCHEMA)]

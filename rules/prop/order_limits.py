@@ -27,10 +27,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, OrderIntent, RuleInput, RuleResult, Status
-from brokerkernel.rules.prop.common import AMOUNT, dec
+from brokerkernel.rules.prop.common import AMOUNT, dec, rule_set
 
 NAME = "order_limits"
 
@@ -120,16 +120,6 @@ class OrderLimits:
         return []
 
 
-class OrderLimitsType:
-    """Rule type ``order_limits`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> OrderLimits:
-        return OrderLimits(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=OrderLimitsType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, OrderLimits, PARAMS_SCHEMA)]

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, LevelKind, RuleInput, RuleResult, Status
 from brokerkernel.rules.prop.common import (
@@ -32,6 +32,7 @@ from brokerkernel.rules.prop.common import (
     PERCENT,
     Allowance,
     NoOrderCheck,
+    rule_set,
 )
 
 NAME = "profit_target"
@@ -103,16 +104,6 @@ class ProfitTarget(NoOrderCheck):
         return RuleResult(self.name, Status.PASS, "", numbers)
 
 
-class ProfitTargetType:
-    """Rule type ``profit_target`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> ProfitTarget:
-        return ProfitTarget(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=ProfitTargetType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, ProfitTarget, PARAMS_SCHEMA)]

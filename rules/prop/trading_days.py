@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.rules import Level, OrderIntent, RuleInput, RuleResult, Status
-from brokerkernel.rules.prop.common import iso
+from brokerkernel.rules.prop.common import iso, rule_set
 
 NAME = "trading_days"
 
@@ -107,16 +107,6 @@ class TradingDays:
         return sorted(d for d in found if d is not None)
 
 
-class TradingDaysType:
-    """Rule type ``trading_days`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> TradingDays:
-        return TradingDays(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=TradingDaysType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, TradingDays, PARAMS_SCHEMA)]

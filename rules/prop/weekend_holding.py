@@ -18,11 +18,11 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from brokerkernel.kernel.descriptors import PluginContext, PropRuleSet
+from brokerkernel.kernel.descriptors import PropRuleSet
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.prop.days import parse_reset
 from brokerkernel.kernel.prop.rules import Level, OrderIntent, RuleInput, RuleResult, Status
-from brokerkernel.rules.prop.common import HHMM, iso
+from brokerkernel.rules.prop.common import HHMM, iso, rule_set
 
 NAME = "weekend_holding"
 FRIDAY = 4
@@ -99,16 +99,6 @@ class WeekendHolding:
         return [self.next_close(state.account.now)]
 
 
-class WeekendHoldingType:
-    """Rule type ``weekend_holding`` (params: :data:`PARAMS_SCHEMA`)."""
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-
-    def configure(self, name: str, params: Mapping[str, Any]) -> WeekendHolding:
-        return WeekendHolding(name, params)
-
-
 @hookimpl
 def broker_register_prop_rules() -> list[PropRuleSet]:
-    return [PropRuleSet(name=NAME, factory=WeekendHoldingType, config_schema=PARAMS_SCHEMA)]
+    return [rule_set(NAME, WeekendHolding, PARAMS_SCHEMA)]
