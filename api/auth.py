@@ -97,7 +97,8 @@ AUTH_ERROR = web.RequestKey("auth_error", ApiError)
 RATE_COUNTED = web.RequestKey("rate_counted", Counted)
 
 
-def _identity(request: web.Request) -> Identity:
+def identity_of(request: web.Request) -> Identity:
+    """The kernel's identity service for ``request``'s app."""
     return request.app[KERNEL].identity
 
 
@@ -163,7 +164,7 @@ async def _resolve(request: web.Request, header: str, count: bool) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized(MISSING_AUTH)
-    identity = _identity(request)
+    identity = identity_of(request)
     try:
         claims = identity.tokens.verify(token.strip())
     except TokenError as exc:
@@ -213,7 +214,7 @@ def principal(request: web.Request) -> Principal:
 
 def _check_permission(request: web.Request, who: Principal, permission: str) -> None:
     if not who.verified:
-        _identity(request).rbac.skipped()
+        identity_of(request).rbac.skipped()
     if permission not in who.permissions:
         raise forbidden(f"Missing permission: {permission}")
 
@@ -270,7 +271,7 @@ def owner_in_scope(request: web.Request, who: Principal, owner_id: str | None, s
         return False
     if scope == "own":
         return owner_id == who.subject
-    owner = _identity(request).rbac.staff(owner_id)
+    owner = identity_of(request).rbac.staff(owner_id)
     return (
         who.team_path is not None
         and owner is not None
@@ -340,7 +341,7 @@ def require_partner(request: web.Request, scope: str) -> Principal:
     who = principal(request)
     if who.kind != "partner":
         raise forbidden("Partner access token required")
-    rbac = _identity(request).rbac
+    rbac = identity_of(request).rbac
     if not who.verified:
         rbac.skipped()
     if not rbac.tenant_enabled(who.tenant_id):

@@ -277,7 +277,7 @@ def validate_section(
     resolved = _resolve_env(values, env, where, [], errors)
     instance = copy.deepcopy(resolved)
     found: list[tuple[str, str]] = []
-    for error in _DefaultingValidator(schema).iter_errors(instance):
+    for error in DefaultingValidator(schema).iter_errors(instance):
         if error.validator == "additionalProperties" and error.validator_value is False:
             # jsonschema folds every unexpected key into one message: one line per key.
             prefix = [str(p) for p in error.absolute_path]
@@ -395,4 +395,5 @@ def _extend_with_defaults(validator_class: Any) -> Any:
     return validators.extend(validator_class, {"properties": set_defaults})  # type: ignore[no-untyped-call]
 
 
-_DefaultingValidator = _extend_with_defaults(Draft202012Validator)
+#: Draft 2020-12 validator that also fills in schema defaults (plugin config, rule params).
+DefaultingValidator = _extend_with_defaults(Draft202012Validator)

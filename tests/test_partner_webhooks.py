@@ -742,8 +742,18 @@ async def test_delivery_log_filters_and_stats(
     stats = await (await client.get(f"{path}/stats", headers=acme)).json()
     assert stats["counts"] == {"pending": 1, "succeeded": 2, "failed": 0, "cancelled": 0}
     assert (stats["total"], stats["success_rate"]) == (3, 1)
-    assert stats["latency_ms"]["p50"] is not None and stats["latency_ms"]["p95"] is not None
-    assert stats["last_success_at"] is not None and stats["last_failure_at"] is not None
+    attempts = [
+        a for d in await (await client.get(path, headers=acme)).json() for a in d["attempt_log"]
+    ]
+    assert sorted(a["status_code"] for a in attempts) == [200, 200, 500]
+    latencies = sorted(a["latency_ms"] for a in attempts)  # nearest rank of 3 answers
+    assert stats["latency_ms"] == {"p50": latencies[1], "p95": latencies[2]}
+    assert stats["last_success_at"] == max(
+        a["attempted_at"] for a in attempts if a["status_code"] == 200
+    )
+    assert stats["last_failure_at"] == next(
+        a["attempted_at"] for a in attempts if a["status_code"] == 500
+    )
 
     assert (await client.delete(f"{ZT4}/{hook['id']}", headers=acme)).status == 204
     service.wall.offset_s += 5

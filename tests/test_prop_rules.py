@@ -690,7 +690,9 @@ def test_news_window_edges_inclusive(configure: Any, at: datetime, refused: bool
 def test_news_window_edges_exclusive(configure: Any) -> None:
     rule = configure("news_blackout", {"inclusive": False})
     assert rule.check_order(state("1"), order(at=NFP - timedelta(minutes=2))) is None
-    assert rule.check_order(state("1"), order(at=NFP - timedelta(minutes=2) + US)) is not None
+    inside = rule.check_order(state("1"), order(at=NFP - timedelta(minutes=2) + US))
+    assert inside is not None and inside.status is Status.BREACH
+    assert inside.numbers["window_start"] == "2026-11-06T13:28:00Z"
     assert rule.check_order(state("1"), order(at=NFP + timedelta(minutes=2))) is None
 
 
@@ -709,7 +711,8 @@ def test_news_affects_symbols_by_currency_and_configured_lists(configure: Any) -
     ism = utc(2026, 11, 6, 17)
     assert rule.check_order(state("1"), order(at=ism)) is None
     both = configure("news_blackout", {"impacts": ["high", "medium"]})
-    assert both.check_order(state("1"), order(at=ism)) is not None
+    medium = both.check_order(state("1"), order(at=ism))
+    assert medium is not None and medium.status is Status.BREACH
 
 
 @pytest.mark.parametrize(

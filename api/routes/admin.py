@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from brokerkernel.api import validation
-from brokerkernel.api.auth import Principal, principal, require_staff, require_user
+from brokerkernel.api.auth import Principal, identity_of, principal, require_staff, require_user
 from brokerkernel.api.errors import ApiError, forbidden, not_found
 from brokerkernel.api.jsonio import respond
-from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.identity import guards
 from brokerkernel.kernel.identity.models import AuthSession, BrokerTenant, PartnerClient
@@ -29,7 +28,6 @@ from brokerkernel.kernel.identity.rbac import (
 )
 from brokerkernel.kernel.identity.roles import ROLE_UPDATABLE, permission_json, role_json
 from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
-from brokerkernel.kernel.identity.service import Identity
 from brokerkernel.kernel.identity.teams import team_json
 from brokerkernel.kernel.security import PASSWORD_MAX, PASSWORD_MIN
 from brokerkernel.kernel.staff import StaffError, create_staff_user, user_json
@@ -169,10 +167,6 @@ ROLE_PATH: dict[str, Any] = {"role_id": {"type": "integer"}}
 PERMISSION_PATH: dict[str, Any] = {"permission_id": {"type": "integer"}}
 
 
-def _identity(request: web.Request) -> Identity:
-    return request.app[KERNEL].identity
-
-
 def _actor(who: Principal) -> StaffAccess:
     """The caller as the escalation guards see them (current role and permissions)."""
     return StaffAccess(
@@ -203,7 +197,7 @@ async def create_user(request: web.Request) -> web.Response:
     """Create a staff account (201 UserResponse); 409 email taken, 403 role above yours."""
     who = require_staff(request, "edit_users")
     data = await validation.body(request, USER_CREATE)
-    identity = _identity(request)
+    identity = identity_of(request)
     role = RolePolicy.of(await identity.roles.role(data["role_id"]))
     guards.check_assignable(_actor(who).role, who.permissions, role)
     try:
@@ -231,7 +225,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """The caller's profile with role, effective permissions and 2FA state."""
     who = require_user(request)
-    identity = _identity(request)
+    identity = identity_of(request)
     user = await identity.users.get(who.subject)
     async with identity.db.read() as session:
         two_factor = await identity.two_factor.enabled(session, user.id)
@@ -269,7 +263,7 @@ async def list_users(request: web.Request) -> web.Response:
     page = validation.query_int(request, "page", default=1, minimum=1)
     page_size = validation.query_int(request, "page_size", default=50, minimum=1, maximum=500)
     assert page is not None and page_size is not None
-    users, total = await _identity(request).users.find(
+    users, total = await identity_of(request).users.find(
         team_id=request.query.get("team_id") or None,
         role_id=validation.query_int(request, "role_id", minimum=1),
         is_active=validation.query_bool(request, "is_active"),
@@ -287,7 +281,7 @@ async def list_users(request: web.Request) -> web.Response:
 )
 async def get_user(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    return respond(user_json(await _identity(request).users.get(request.match_info["id"])))
+    return respond(user_json(await identity_of(request).users.get(request.match_info["id"])))
 
 
 @operation(
@@ -300,7 +294,7 @@ async def update_user(request: web.Request) -> web.Response:
     """Update name, team, role or active state; deactivating revokes the user's sessions."""
     who = require_staff(request, "edit_users")
     data = await validation.body(request, USER_PATCH)
-    user = await _identity(request).users.update(_actor(who), request.match_info["id"], data)
+    user = await identity_of(request).users.update(_actor(who), request.match_info["id"], data)
     return respond(user_json(user))
 
 
@@ -314,7 +308,7 @@ async def ping_user(request: web.Request) -> web.Response:
     who = require_user(request)
     if request.match_info["id"] != who.subject:
         raise forbidden("You can only refresh your own presence")
-    await _identity(request).users.ping(who.subject)
+    await identity_of(request).users.ping(who.subject)
     return _no_content()
 
 
@@ -326,7 +320,7 @@ async def ping_user(request: web.Request) -> web.Response:
 async def user_online(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     user_id = request.match_info["id"]
-    return respond({"user_id": user_id, "online": await _identity(request).users.online(user_id)})
+    return respond({"user_id": user_id, "online": await identity_of(request).users.online(user_id)})
 
 
 # --------------------------------------------------------------------------- teams
@@ -343,7 +337,7 @@ async def create_team(request: web.Request) -> web.Response:
     """Create a team; ``path`` and ``depth`` are computed (201 TeamResponse)."""
     require_staff(request, "edit_users")
     data = await validation.body(request, TEAM_CREATE)
-    team = await _identity(request).teams.create(data["name"], data.get("parent_team_id"))
+    team = await identity_of(request).teams.create(data["name"], data.get("parent_team_id"))
     return respond(team_json(team), status=201)
 
 
@@ -362,7 +356,7 @@ async def create_team(request: web.Request) -> web.Response:
 )
 async def list_teams(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    teams = await _identity(request).teams.find(
+    teams = await identity_of(request).teams.find(
         is_active=validation.query_bool(request, "is_active"),
         depth=validation.query_int(request, "depth", minimum=0),
         parent_team_id=request.query.get("parent_team_id") or None,
@@ -377,7 +371,7 @@ async def list_teams(request: web.Request) -> web.Response:
 )
 async def team_tree(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    return respond(await _identity(request).teams.tree())
+    return respond(await identity_of(request).teams.tree())
 
 
 @operation(
@@ -387,7 +381,7 @@ async def team_tree(request: web.Request) -> web.Response:
 )
 async def get_team(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    return respond(team_json(await _identity(request).teams.get(request.match_info["id"])))
+    return respond(team_json(await identity_of(request).teams.get(request.match_info["id"])))
 
 
 @operation(
@@ -397,7 +391,7 @@ async def get_team(request: web.Request) -> web.Response:
 )
 async def team_children(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    teams = _identity(request).teams
+    teams = identity_of(request).teams
     team = await teams.get(request.match_info["id"])
     return respond([team_json(t) for t in await teams.find(parent_team_id=team.id)])
 
@@ -409,14 +403,14 @@ async def team_children(request: web.Request) -> web.Response:
 )
 async def team_subtree(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    teams = await _identity(request).teams.subtree(request.match_info["id"])
+    teams = await identity_of(request).teams.subtree(request.match_info["id"])
     return respond([team_json(t) for t in teams])
 
 
 async def _team_members(request: web.Request, *, subtree: bool) -> web.Response:
     """The active users of team ``{id}`` (and of the teams below it when ``subtree``)."""
     require_staff(request, "view_users")
-    users = await _identity(request).teams.users(request.match_info["id"], subtree=subtree)
+    users = await identity_of(request).teams.users(request.match_info["id"], subtree=subtree)
     return respond([user_json(u) for u in users])
 
 
@@ -449,7 +443,7 @@ async def update_team(request: web.Request) -> web.Response:
     400 for a cycle."""
     require_staff(request, "edit_users")
     data = await validation.body(request, TEAM_PATCH)
-    team = await _identity(request).teams.update(request.match_info["id"], data)
+    team = await identity_of(request).teams.update(request.match_info["id"], data)
     return respond(team_json(team))
 
 
@@ -460,7 +454,7 @@ async def update_team(request: web.Request) -> web.Response:
 )
 async def team_overrides(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
-    return respond(await _identity(request).roles.team_overrides(request.match_info["id"]))
+    return respond(await identity_of(request).roles.team_overrides(request.match_info["id"]))
 
 
 @operation(
@@ -476,7 +470,7 @@ async def set_team_override(request: web.Request) -> web.Response:
     who = require_staff(request, "manage_roles")
     permission_id = validation.path_int(request, "permission_id")
     data = await validation.body(request, GRANT)
-    roles = _identity(request).roles
+    roles = identity_of(request).roles
     team_id = request.match_info["id"]
     await roles.set_override(_actor(who), team_id, permission_id, data["granted"])
     overrides = await roles.team_overrides(team_id)
@@ -492,7 +486,7 @@ async def set_team_override(request: web.Request) -> web.Response:
 async def remove_team_override(request: web.Request) -> web.Response:
     require_staff(request, "manage_roles")
     permission_id = validation.path_int(request, "permission_id")
-    await _identity(request).roles.remove_override(request.match_info["id"], permission_id)
+    await identity_of(request).roles.remove_override(request.match_info["id"], permission_id)
     return _no_content()
 
 
@@ -508,7 +502,7 @@ async def remove_team_override(request: web.Request) -> web.Response:
 async def list_roles(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     include = validation.query_bool(request, "include_inactive") or False
-    return respond([role_json(r) for r in await _identity(request).roles.roles(include)])
+    return respond([role_json(r) for r in await identity_of(request).roles.roles(include)])
 
 
 @operation(
@@ -521,7 +515,7 @@ async def create_role(request: web.Request) -> web.Response:
     """A new role (201); no scope, PII rule or level above your own role's."""
     who = require_staff(request, "manage_roles")
     data = await validation.body(request, ROLE_CREATE)
-    return respond(role_json(await _identity(request).roles.create_role(_actor(who), data)), 201)
+    return respond(role_json(await identity_of(request).roles.create_role(_actor(who), data)), 201)
 
 
 @operation(
@@ -533,7 +527,7 @@ async def create_role(request: web.Request) -> web.Response:
 async def get_role(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     role_id = validation.path_int(request, "role_id")
-    return respond(role_json(await _identity(request).roles.role(role_id)))
+    return respond(role_json(await identity_of(request).roles.role(role_id)))
 
 
 @operation(
@@ -547,7 +541,7 @@ async def update_role(request: web.Request) -> web.Response:
     who = require_staff(request, "manage_roles")
     role_id = validation.path_int(request, "role_id")
     data = await validation.body(request, ROLE_PATCH)
-    role = await _identity(request).roles.update_role(_actor(who), role_id, data)
+    role = await identity_of(request).roles.update_role(_actor(who), role_id, data)
     return respond(role_json(role))
 
 
@@ -561,7 +555,7 @@ async def role_permissions(request: web.Request) -> web.Response:
     """Every catalog permission with ``granted`` for the role."""
     require_staff(request, "view_users")
     role_id = validation.path_int(request, "role_id")
-    return respond(await _identity(request).roles.role_permissions(role_id))
+    return respond(await identity_of(request).roles.role_permissions(role_id))
 
 
 async def _set_role_grant(request: web.Request, granted: bool | None) -> web.Response:
@@ -572,7 +566,7 @@ async def _set_role_grant(request: web.Request, granted: bool | None) -> web.Res
     permission_id = validation.path_int(request, "permission_id")
     if granted is None:
         granted = bool((await validation.body(request, GRANT))["granted"])
-    role = await _identity(request).roles.set_grant(_actor(who), role_id, permission_id, granted)
+    role = await identity_of(request).roles.set_grant(_actor(who), role_id, permission_id, granted)
     return respond(role_json(role))
 
 
@@ -607,7 +601,7 @@ async def remove_role_permission(request: web.Request) -> web.Response:
 async def list_permissions(request: web.Request) -> web.Response:
     require_staff(request, "view_users")
     category = request.query.get("category") or None
-    return respond([permission_json(p) for p in await _identity(request).roles.catalog(category)])
+    return respond([permission_json(p) for p in await identity_of(request).roles.catalog(category)])
 
 
 @operation(
@@ -619,7 +613,7 @@ async def list_permissions(request: web.Request) -> web.Response:
 async def create_permission(request: web.Request) -> web.Response:
     require_staff(request, "manage_roles")
     data = await validation.body(request, PERMISSION_CREATE)
-    return respond(permission_json(await _identity(request).roles.create_permission(data)), 201)
+    return respond(permission_json(await identity_of(request).roles.create_permission(data)), 201)
 
 
 # -------------------------------------------------------------------------- 2FA
@@ -633,7 +627,7 @@ async def create_permission(request: web.Request) -> web.Response:
 async def totp_setup(request: web.Request) -> web.Response:
     """A new TOTP secret and its ``otpauth://`` URI; 400 when 2FA is already enabled."""
     who = require_user(request)
-    identity = _identity(request)
+    identity = identity_of(request)
     user = await identity.users.get(who.subject)
     secret, uri = await identity.two_factor.setup(user.id, user.email)
     return respond({"secret": secret, "qr_uri": uri, "message": "Scan QR code, then verify"})
@@ -649,7 +643,7 @@ async def totp_verify(request: web.Request) -> web.Response:
     """Enable 2FA with a valid code; returns 10 single-use backup codes (shown once)."""
     who = require_user(request)
     data = await validation.body(request, CODE)
-    codes = await _identity(request).two_factor.enable(who.subject, data["code"])
+    codes = await identity_of(request).two_factor.enable(who.subject, data["code"])
     return respond(
         {"enabled": True, "backup_codes": codes, "message": "2FA enabled. Save backup codes."}
     )
@@ -664,7 +658,7 @@ async def totp_verify(request: web.Request) -> web.Response:
 async def totp_disable(request: web.Request) -> web.Response:
     who = require_user(request)
     data = await validation.body(request, CODE)
-    await _identity(request).two_factor.disable(who.subject, data["code"])
+    await identity_of(request).two_factor.disable(who.subject, data["code"])
     return respond({"enabled": False, "message": "2FA has been disabled"})
 
 
@@ -698,7 +692,7 @@ def _session_owner(request: web.Request) -> Principal:
 async def list_sessions(request: web.Request) -> web.Response:
     """The caller's active sessions, newest first (staff and customers)."""
     who = _session_owner(request)
-    sessions = await _identity(request).sessions.active(who.kind, who.subject)
+    sessions = await identity_of(request).sessions.active(who.kind, who.subject)
     return respond([_session_json(s, who.session_id) for s in sessions])
 
 
@@ -711,7 +705,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     """Revoke one of your sessions; its tokens stop working at once (204; 404 unknown)."""
     who = _session_owner(request)
-    revoked = await _identity(request).sessions.revoke(
+    revoked = await identity_of(request).sessions.revoke(
         who.kind, who.subject, only=request.match_info["session_id"]
     )
     if not revoked:
@@ -727,7 +721,7 @@ async def revoke_session(request: web.Request) -> web.Response:
 async def revoke_other_sessions(request: web.Request) -> web.Response:
     """Revoke every session but the current one (the token's ``sid``)."""
     who = _session_owner(request)
-    revoked = await _identity(request).sessions.revoke(who.kind, who.subject, keep=who.session_id)
+    revoked = await identity_of(request).sessions.revoke(who.kind, who.subject, keep=who.session_id)
     return respond({"revoked": revoked})
 
 
@@ -765,7 +759,7 @@ def _client_json(client: PartnerClient) -> dict[str, Any]:
 )
 async def list_tenants(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
-    return respond([_tenant_json(t) for t in await _identity(request).partners.tenants()])
+    return respond([_tenant_json(t) for t in await identity_of(request).partners.tenants()])
 
 
 @operation(
@@ -778,7 +772,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def create_tenant(request: web.Request) -> web.Response:
     require_staff(request, "manage_broker_config")
     data = await validation.body(request, TENANT_CREATE)
-    tenant = await _identity(request).partners.create_tenant(
+    tenant = await identity_of(request).partners.create_tenant(
         data["id"], data["name"], data.get("prop_firm_enabled", False)
     )
     return respond(_tenant_json(tenant), status=201)
@@ -794,7 +788,7 @@ async def update_tenant(request: web.Request) -> web.Response:
     """Rename a tenant or switch its prop-firm entitlement (applies at once)."""
     require_staff(request, "manage_broker_config")
     data = await validation.body(request, TENANT_PATCH)
-    tenant = await _identity(request).partners.update_tenant(request.match_info["id"], data)
+    tenant = await identity_of(request).partners.update_tenant(request.match_info["id"], data)
     return respond(_tenant_json(tenant))
 
 
@@ -810,7 +804,7 @@ async def create_partner_client(request: web.Request) -> web.Response:
     scopes under a tenant (default ``default``); 201."""
     who = require_staff(request, "manage_partner_clients")
     data = await validation.body(request, PARTNER_CREATE)
-    client, secret = await _identity(request).partners.create_client(
+    client, secret = await identity_of(request).partners.create_client(
         data["name"], data.get("tenant_id", "default"), data["scopes"], who.subject
     )
     return respond({**_client_json(client), "client_secret": secret}, status=201)
@@ -824,7 +818,7 @@ async def create_partner_client(request: web.Request) -> web.Response:
 )
 async def list_partner_clients(request: web.Request) -> web.Response:
     require_staff(request, "manage_partner_clients")
-    clients = await _identity(request).partners.clients(request.query.get("tenant_id") or None)
+    clients = await identity_of(request).partners.clients(request.query.get("tenant_id") or None)
     return respond([_client_json(c) for c in clients])
 
 
@@ -835,7 +829,9 @@ async def list_partner_clients(request: web.Request) -> web.Response:
 )
 async def get_partner_client(request: web.Request) -> web.Response:
     require_staff(request, "manage_partner_clients")
-    return respond(_client_json(await _identity(request).partners.client(request.match_info["id"])))
+    return respond(
+        _client_json(await identity_of(request).partners.client(request.match_info["id"]))
+    )
 
 
 @operation(
@@ -848,7 +844,7 @@ async def update_partner_client(request: web.Request) -> web.Response:
     """Rename, change scopes or (de)activate; a deactivated client's tokens stop at once."""
     require_staff(request, "manage_partner_clients")
     data = await validation.body(request, PARTNER_PATCH)
-    client, _ = await _identity(request).partners.update_client(request.match_info["id"], data)
+    client, _ = await identity_of(request).partners.update_client(request.match_info["id"], data)
     return respond(_client_json(client))
 
 
@@ -860,7 +856,7 @@ async def update_partner_client(request: web.Request) -> web.Response:
 async def rotate_partner_secret(request: web.Request) -> web.Response:
     """A new ``client_secret`` (shown once); the old one stops working."""
     require_staff(request, "manage_partner_clients")
-    client, secret = await _identity(request).partners.update_client(
+    client, secret = await identity_of(request).partners.update_client(
         request.match_info["id"], {}, rotate_secret=True
     )
     return respond({**_client_json(client), "client_secret": secret})

@@ -15,14 +15,12 @@ from aiohttp import web
 from sqlalchemy import select
 
 from brokerkernel.api import validation
-from brokerkernel.api.auth import require_customer
+from brokerkernel.api.auth import identity_of, require_customer
 from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import respond
-from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.sessions import login_client
 from brokerkernel.kernel.customers import customer_json
-from brokerkernel.kernel.identity.service import Identity
 from brokerkernel.kernel.security import PASSWORD_MAX, PASSWORD_MIN
 from brokerkernel.kernel.storage.models import Customer, TradingAccount
 
@@ -57,13 +55,9 @@ FORGOT_MESSAGE = "If an account exists with that email, a reset link has been ge
 UPDATED_MESSAGE = "Password updated successfully"
 
 
-def _identity(request: web.Request) -> Identity:
-    return request.app[KERNEL].identity
-
-
 def _frontend(request: web.Request) -> str:
     """The trader front end's base URL (``[kernel.auth] frontend_url``, else this host)."""
-    configured = str(_identity(request).auth["frontend_url"]).rstrip("/")
+    configured = str(identity_of(request).auth["frontend_url"]).rstrip("/")
     return configured or f"{request.scheme}://{request.host}"
 
 
@@ -90,7 +84,7 @@ async def autologin(request: web.Request) -> web.Response:
     """Redeem a one-time autologin token: the customer login response.
     401 invalid, used or expired; 403 disabled."""
     token = _query_token(request)
-    return respond(await _identity(request).customer_autologin(token, login_client(request)))
+    return respond(await identity_of(request).customer_autologin(token, login_client(request)))
 
 
 @operation(
@@ -103,7 +97,7 @@ async def request_reset(request: web.Request) -> web.Response:
     """A reset link for the logged-in trader; 429 with 3 active links already."""
     who = require_customer(request)
     await validation.body(request, REQUEST_SCHEMA)
-    url = await _identity(request).resets.request(who.subject, reset_url_template(request))
+    url = await identity_of(request).resets.request(who.subject, reset_url_template(request))
     return respond({"message": "Password reset link generated", "reset_url": url})
 
 
@@ -116,7 +110,7 @@ async def request_reset(request: web.Request) -> web.Response:
 async def forgot_password(request: web.Request) -> web.Response:
     """Always 200 with the same message: no email enumeration."""
     data = await validation.body(request, FORGOT_SCHEMA)
-    await _identity(request).resets.forgot(data["email"], reset_url_template(request))
+    await identity_of(request).resets.forgot(data["email"], reset_url_template(request))
     return respond({"message": FORGOT_MESSAGE})
 
 
@@ -128,7 +122,7 @@ async def forgot_password(request: web.Request) -> web.Response:
 )
 async def verify_reset(request: web.Request) -> web.Response:
     """Whether a reset token is valid (not burned), with the masked email; 401 if not."""
-    email = await _identity(request).resets.verify(_query_token(request))
+    email = await identity_of(request).resets.verify(_query_token(request))
     return respond({"valid": True, "email": email})
 
 
@@ -142,7 +136,7 @@ async def confirm_reset(request: web.Request) -> web.Response:
     """Burn the token and set the password (8-72 characters); every session of the
     customer is revoked. 401 invalid/expired/used token."""
     data = await validation.body(request, CONFIRM_SCHEMA)
-    await _identity(request).resets.confirm(data["token"], data["new_password"])
+    await identity_of(request).resets.confirm(data["token"], data["new_password"])
     return respond({"message": UPDATED_MESSAGE})
 
 
@@ -159,7 +153,7 @@ async def set_password(request: web.Request) -> web.Response:
     who = require_customer(request)
     data = await validation.body(request, ME_PASSWORD_SCHEMA)
     assert who.session_id is not None
-    token = await _identity(request).set_customer_password(
+    token = await identity_of(request).set_customer_password(
         who.subject, who.session_id, data["new_password"], data.get("current_password")
     )
     return respond({"access_token": token, "message": UPDATED_MESSAGE})
@@ -174,7 +168,7 @@ async def set_password(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """The logged-in trader's profile and trading accounts."""
     who = require_customer(request)
-    async with _identity(request).db.read() as session:
+    async with identity_of(request).db.read() as session:
         customer = await session.get(Customer, who.subject)
         if customer is None:
             raise not_found("Customer not found")

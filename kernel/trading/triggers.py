@@ -57,6 +57,8 @@ class _Bucket:
     heaps: list[list[tuple[Decimal, int, Key, int]]] = field(
         default_factory=lambda: [[], [], [], []]
     )
+    #: live (not yet removed) entries per heap, for compaction without a scan
+    live: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +154,10 @@ class TriggerIndex:
         falling = heap in (BID_DOWN, ASK_DOWN)
         entries = bucket.heaps[heap]
         heapq.heappush(entries, (-price if falling else price, seq, key, login))
-        if len(entries) > 64 and len(entries) > 3 * self._live_count(bucket, heap):
+        bucket.live[heap] += 1
+        if len(entries) > 64 and len(entries) > 3 * bucket.live[heap]:
             bucket.heaps[heap] = [e for e in entries if self._is_live(e)]
             heapq.heapify(bucket.heaps[heap])
-
-    def _live_count(self, bucket: _Bucket, heap: int) -> int:
-        return sum(1 for e in bucket.heaps[heap] if self._is_live(e))
 
     def _is_live(self, item: tuple[Decimal, int, Key, int]) -> bool:
         entry = self._live.get(item[2])
@@ -166,6 +166,7 @@ class TriggerIndex:
     def _remove(self, key: Key) -> None:
         entry = self._live.pop(key, None)
         if entry is not None:
+            entry.bucket.live[entry.heap] -= 1
             keys = self._by_login.get(entry.login)
             if keys is not None:
                 keys.discard(key)
@@ -178,6 +179,8 @@ class TriggerIndex:
         """Fire every entry of ``quote.symbol`` the (group-adjusted) quote reaches, and
         every pending order whose expiry the market clock has passed."""
         for bucket in list(self._buckets.get(quote.symbol, {}).values()):
+            if not any(bucket.live):
+                continue  # nothing watched here: skip the group price adjustment
             seen = self._valuation.adjust(quote, bucket.terms)
             for heap, price, falling in (
                 (BID_UP, seen.bid, False),

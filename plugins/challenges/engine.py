@@ -456,6 +456,12 @@ class PropEngine:
         #: Background writes (e.g. ``risk.violation_flagged`` of a refused order).
         self.tasks: set[asyncio.Task[None]] = set()
         self._next_resets: dict[str, datetime] = {}
+        #: ``min(self._next_resets.values())``: ticks check one instant, not every plan.
+        self._earliest_reset: datetime | None = None
+
+    def _set_next_reset(self, plan: PlanSpec, after: datetime) -> None:
+        self._next_resets[plan.id] = next_reset(after, plan.reset_time, plan.zone)
+        self._earliest_reset = min(self._next_resets.values())
 
     # --- cache ------------------------------------------------------------------------
 
@@ -463,7 +469,7 @@ class PropEngine:
         """Install or replace a plan; its accounts' rules are rebuilt."""
         self.plans[plan.id] = plan
         self._rules_cache = {k: v for k, v in self._rules_cache.items() if k[0] != plan.id}
-        self._next_resets[plan.id] = next_reset(self.now(), plan.reset_time, plan.zone)
+        self._set_next_reset(plan, self.now())
         for login, view in list(self.views.items()):
             if view.plan.id == plan.id:
                 self.views[login] = replace(
@@ -592,6 +598,8 @@ class PropEngine:
             login = entry[1]
             if login in self.views:
                 self.submit(EvaluateJob(self, login))
+        if self._earliest_reset is None or self._earliest_reset > now:
+            return []
         return [plan_id for plan_id, at in self._next_resets.items() if at <= now]
 
     # --- exact path ---------------------------------------------------------------------
@@ -1002,15 +1010,13 @@ class PropEngine:
                     self.set_levels(logins, bulk(balances, equities, initials))
         for login in relevel:
             self.refresh(login)
-        self._next_resets[plan_id] = next_reset(at, plan.reset_time, plan.zone)
+        self._set_next_reset(plan, at)
         return rows
 
     async def reset_day(self, db: Any, plan_id: str, at: datetime) -> int:
         """Run the day reset of ``plan_id`` at ``at`` (see :meth:`day_snapshots`);
         returns the accounts reset."""
-        self._next_resets[plan_id] = next_reset(
-            at, self.plans[plan_id].reset_time, self.plans[plan_id].zone
-        )
+        self._set_next_reset(self.plans[plan_id], at)
         async with db.read() as session:
             money = {
                 row.login: (row.balance, row.credit)

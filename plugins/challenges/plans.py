@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 
-from brokerkernel.kernel.config import _DefaultingValidator
+from brokerkernel.kernel.config import DefaultingValidator
 from brokerkernel.kernel.prop.rules import PropRule, RuleType
 from brokerkernel.plugins.challenges.models import VISIBILITIES, PropPlan
 
@@ -191,7 +191,7 @@ def _rule_errors(
             errors.append(_error([*loc, "name"], f"duplicate rule name {name!r}", "unique"))
         names.add(name)
         params = rule.setdefault("params", {})
-        errors.extend(_schema_errors(_DefaultingValidator(entry.schema), params, [*loc, "params"]))
+        errors.extend(_schema_errors(DefaultingValidator(entry.schema), params, [*loc, "params"]))
     return errors
 
 

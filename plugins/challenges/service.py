@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from brokerkernel.kernel.config import _DefaultingValidator
+from brokerkernel.kernel.config import DefaultingValidator
 from brokerkernel.kernel.customers import new_real_account
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.money.transactions import Actor, TransactionRequest, TransactionService
@@ -953,7 +953,7 @@ class ChallengeService:
                 errors.append(_field("rule_overrides", f"no rule {name!r} in the phase", "rule"))
                 continue
             merged = {**json_safe(item.get("params") or {}), **json_safe(dict(params or {}))}
-            for error in _DefaultingValidator(self.types[item["type"]].schema).iter_errors(merged):
+            for error in DefaultingValidator(self.types[item["type"]].schema).iter_errors(merged):
                 errors.append(
                     {
                         "loc": ["body", "rule_overrides", name, *error.absolute_path],

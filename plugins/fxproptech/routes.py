@@ -183,7 +183,7 @@ async def list_traders(request: web.Request) -> web.Response:
 async def get_trader(request: web.Request) -> web.Response:
     """KYC status, balance, P&L and evaluation state of one trader account."""
     who = require_partner(request, "accounts:read")
-    account = await service(request).get_account(request.match_info["id"], tenant_id=who.tenant_id)
+    account = await service(request).get_account(path_id(request), tenant_id=who.tenant_id)
     return respond(await _trader(request, account))
 
 
@@ -232,7 +232,7 @@ async def patch_trader(request: web.Request) -> web.Response:
     changes = {(OVERRIDES if k == RISK_LIMITS else k): v for k, v in data.items()}
     with field_renamed(OVERRIDES, RISK_LIMITS):
         account = await service(request).update_account(
-            request.match_info["id"], changes, tenant_id=who.tenant_id, actor=partner_actor(who)
+            path_id(request), changes, tenant_id=who.tenant_id, actor=partner_actor(who)
         )
     return respond(await _trader(request, account))
 
@@ -293,7 +293,7 @@ async def _evaluation(request: web.Request, account_id: str, tenant_id: str | No
 async def get_evaluation(request: web.Request) -> web.Response:
     """Phase, P&L, drawdown used, days remaining and every rule's status."""
     who = require_partner(request, "accounts:read")
-    return respond(await _evaluation(request, request.match_info["id"], who.tenant_id))
+    return respond(await _evaluation(request, path_id(request), who.tenant_id))
 
 
 async def _trader_of(request: web.Request, trader_id: str, tenant_id: str | None) -> TraderSpec:

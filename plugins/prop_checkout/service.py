@@ -98,6 +98,14 @@ class PropCheckout:
         except RuntimeError as exc:
             raise PropError(503, "The challenges plugin is not enabled") from exc
 
+    async def email(self, customer_id: str) -> str | None:
+        """The customer's email (None for an unknown customer)."""
+        async with self.db.read() as session:
+            email: str | None = await session.scalar(
+                select(Customer.email).where(Customer.id == customer_id)
+            )
+        return email
+
     async def _plan_id(self, tier: Tier) -> str:
         """The id of the tier's broker-owned plan on sale; PropError 409 when none."""
         plans = await self.challenges().list_plans(tenant_id=None, catalog=True)
@@ -117,8 +125,7 @@ class PropCheckout:
         tier = check_purchase(self.tiers, data, free=False)
         plan_id = await self._plan_id(tier)
         payment_id = f"pay_{uuid.uuid4().hex}"
-        async with self.db.read() as session:
-            email = await session.scalar(select(Customer.email).where(Customer.id == customer_id))
+        email = await self.email(customer_id)
         intent = await self.stripe().create_intent(
             {
                 "amount": tier.amount_cents,
@@ -476,10 +483,7 @@ class Provisioner:
                     await self._finish(payment_id, status=FLAGGED, flag_reason=problem)
                     log.warning("prop payment %s flagged: %s", payment_id, problem)
                     return False
-            async with self.checkout.db.read() as session:
-                email = await session.scalar(
-                    select(Customer.email).where(Customer.id == payment.customer_id)
-                )
+            email = await self.checkout.email(payment.customer_id)
             account = await self.checkout.challenges().provision(
                 payment.plan_id,
                 TraderSpec(email=str(email), customer_id=payment.customer_id),

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.security import WallClock
@@ -257,15 +257,15 @@ class Subscriptions:
                 )
             )
             ok = WebhookAttempt.status_code.between(200, 299)
-            mine = WebhookAttempt.subscription_id == subscription_id
-            last_success: datetime | None = await session.scalar(
-                select(func.max(WebhookAttempt.attempted_at)).where(mine, ok)
-            )
-            last_failure: datetime | None = await session.scalar(
-                select(func.max(WebhookAttempt.attempted_at)).where(
-                    mine, WebhookAttempt.status_code.is_(None) | ~ok
+            failed = WebhookAttempt.status_code.is_(None) | ~ok
+            last_success, last_failure = (
+                await session.execute(
+                    select(
+                        func.max(case((ok, WebhookAttempt.attempted_at))),
+                        func.max(case((failed, WebhookAttempt.attempted_at))),
+                    ).where(WebhookAttempt.subscription_id == subscription_id)
                 )
-            )
+            ).one()
         completed = counts["succeeded"] + counts["failed"]
         rate = (
             (Decimal(counts["succeeded"]) / completed).quantize(Decimal("0.0001"))
