@@ -90,7 +90,8 @@ class OrderLimits:
 
     def _violation(self, state: RuleInput, order: OrderIntent) -> RuleResult | None:
         if self.max_lots is not None and self._over(order.volume, self.max_lots):
-            reason = f"Order volume {order.volume} lots exceeds the maximum of {self.max_lots}"
+            lots = format(order.volume.normalize(), "f")  # a stored volume has NUMERIC scale
+            reason = f"Order volume {lots} lots exceeds the maximum of {self.max_lots}"
             return self._refuse(reason, order.volume, self.max_lots)
         positions = len(state.account.positions) + 1
         if self.max_positions is not None and self._over(positions, self.max_positions):
