@@ -27,6 +27,7 @@ from brokerkernel.api.routes import (
     groups,
     health,
     instruments,
+    kyc,
     oauth,
     payments,
     prices,
@@ -90,6 +91,7 @@ def create_app(kernel: Kernel) -> web.Application:
     )
     app[KERNEL] = kernel
     app.on_response_prepare.append(_mark_deprecated)
+    app.on_response_prepare.append(middlewares.cors_headers)
     app[middlewares.IDEMPOTENCY_STATS] = middlewares.IdempotencyStats()
     app[middlewares.IDEMPOTENCY_BOX] = kernel.tokens.box("idempotency")
     middlewares.install_log_context()
@@ -109,6 +111,7 @@ def create_app(kernel: Kernel) -> web.Application:
         crm,
         backoffice,
         payments,
+        kyc,
         calendar,
         docs,
     ):

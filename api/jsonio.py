@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,19 +31,39 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+#: Built once: ``json.dumps``/``json.loads`` with options build a new one per call.
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Serialise ``value``; Decimals become exact JSON numbers."""
-    return _MARKED.sub(r"\1", json.dumps(value, default=_default, separators=(",", ":")))
+    return _MARKED.sub(r"\1", _ENCODER.encode(value))
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constant)
+
+
 def loads(text: str) -> Any:
     """Parse JSON; numbers with a fraction become ``Decimal``; ``NaN`` and
     ``Infinity`` (not JSON, though Python's parser accepts them) raise ValueError."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    return _DECODER.decode(text)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with Decimals as ints (integral) or floats, recursively through
+    mappings, lists and tuples: what a JSON column (the stdlib encoder) stores, e.g.
+    a body parsed by :func:`loads` kept as given."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -36,6 +36,7 @@ from brokerkernel.api.jsonio import dumps
 from brokerkernel.api.routes.prices import PRICE_TTL_MS, price_json
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.pricing import Quote, QuoteBook
+from brokerkernel.kernel.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,7 @@ class PriceHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
+        await cancel_and_wait(self._tasks, *self._closing)
         self._tasks = []
 
     async def close_all(self, code: int, message: str) -> None:

@@ -197,40 +197,52 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 # ---------------------------------------------------------------------------- CORS
 
 
+CORS_HEADERS = web.RequestKey("cors_headers", dict[str, str])
+"""The CORS headers the ``cors`` middleware chose for an allowed origin's request."""
+CORS_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, X-Request-ID",
+    "Access-Control-Max-Age": "600",
+}
+CORS_EXPOSED = (
+    "X-Request-ID, Retry-After, Deprecation, X-Idempotent-Replay, "
+    "X-RateLimit-Limit, X-RateLimit-Remaining"
+)
+
+
 def cors(origins: list[str]) -> Middleware:
-    """Configured once at the gateway: allow ``origins`` ('*' for any)."""
+    """Configured once at the gateway: allow ``origins`` ('*' for any). A preflight
+    (``OPTIONS`` with ``Access-Control-Request-Method``) from an allowed origin answers
+    204 here; every other request goes on, its CORS headers kept for
+    :func:`cors_headers`, which sets them on whatever response is sent."""
     allow_any = "*" in origins
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        allowed = origin is not None and (allow_any or origin in origins)
-        if (
-            request.method == "OPTIONS"
-            and allowed
-            and "Access-Control-Request-Method" in request.headers
-        ):
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = (
-                "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-            )
-            response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
-            )
-            response.headers["Access-Control-Max-Age"] = "600"
-        else:
-            response = await handler(request)
-        if allowed and origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
-            response.headers["Access-Control-Expose-Headers"] = (
-                "X-Request-ID, Retry-After, Deprecation, X-Idempotent-Replay, "
-                "X-RateLimit-Limit, X-RateLimit-Remaining"
-            )
-            if not allow_any:
-                response.headers["Vary"] = "Origin"
-        return response
+        if origin is None or not (allow_any or origin in origins):
+            return await handler(request)
+        headers = {
+            "Access-Control-Allow-Origin": "*" if allow_any else origin,
+            "Access-Control-Expose-Headers": CORS_EXPOSED,
+        }
+        if not allow_any:
+            headers["Vary"] = "Origin"
+        request[CORS_HEADERS] = headers
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers=CORS_PREFLIGHT)
+        return await handler(request)
 
     return middleware
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the request's CORS headers (:func:`cors`) on its
+    response as its headers are sent, so a streamed answer (SSE, prepared inside its
+    handler before any middleware sees it) carries them too."""
+    headers = request.get(CORS_HEADERS)
+    if headers is not None:
+        response.headers.update(headers)
 
 
 # -------------------------------------------------------------------- authentication

@@ -8,7 +8,13 @@ poll of ``--wait-ms``, then every ``--poll-ms``) until the order is ``executed``
 with ``--post-wait-ms``, letting the POST itself wait for the outcome (one request
 per order; polled only if still queued).
 Client and server run in separate processes so that the clients' own work does not
-slow the server down (on one machine they still share its cores).
+slow the server down (on one machine they still share its cores). The server runs
+as ``brokerkernel serve`` does: on uvloop (``--loop asyncio`` for the default loop)
+with the collector tuned by ``kernel/serve.py`` ``tune_gc``. The clients are a lean
+load generator, not an HTTP library: one keep-alive HTTP/1.1 connection each, one
+request in flight, requests pre-encoded as bytes, responses read as status code,
+``Content-Length`` and JSON body — so they take as little of the shared cores as
+possible (wrk is not installed here).
 
 Measured:
 
@@ -45,12 +51,52 @@ Run from the repository root::
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
     .venv/bin/python benchmarks/bench_orders.py --profile /tmp/orders.prof   # cProfile
 
-Measured 2026-11-21 (2 cores shared with other heavy work, load average 5-7: wall
+Quiet machine, 2026-11-21 (load average 0.6), ``--post-wait-ms 1000``, 64 clients:
+SQLite 1,782 orders/s, 0.518 ms server CPU per order, p50 34.2 / p99 54.6 ms,
+batches of 31.9 jobs (p50 15.7 ms); PostgreSQL 2,009 orders/s, 0.464 ms per order,
+p50 31.1 / p99 47.7 ms, batches of 16.0 jobs (p50 15.0 ms); PostgreSQL with 24
+clients 1,226 orders/s at p99 30.9 ms. Engine only: 3,471 (SQLite) and 5,521
+(PostgreSQL) orders/s.
+
+Earlier the same day (2 cores shared with other heavy work, load average 5-7: wall
 rates are depressed and noisy; server CPU per order is the comparable figure), 64
-clients: SQLite 1.03 -> 0.92 ms CPU per order with the seed's POST + long poll, 0.70
-ms with ``--post-wait-ms`` (401 -> 471 -> 824 orders/s wall); PostgreSQL 1.06 ->
-0.90 -> 0.81 ms (batches of 16 jobs take ~45 ms there: round trips to a busy server
-bound it). The order engine alone: ~0.26 ms CPU per order (250 jobs per commit).
+clients, aiohttp clients and asyncio: SQLite 1.03 -> 0.92 ms CPU per order with the
+seed's POST + long poll, 0.70 ms with ``--post-wait-ms`` (401 -> 471 -> 824 orders/s
+wall); PostgreSQL 1.06 -> 0.90 -> 0.81 ms (batches of 16 jobs take ~45 ms there:
+round trips to a busy server bound it). The order engine alone: ~0.26 ms CPU per
+order (250 jobs per commit).
+
+Then (same day, load average 8-14, ``--post-wait-ms 1000 --accounts 100``), with
+the lean clients, ``tune_gc`` (CPython's collector had taken ~14% of the server's
+CPU, full collections 145 ms each), order bodies accepted without the JSON Schema
+walk (``_plain_order``) and the JSON codec built once (``api/jsonio.py``):
+
+* SQLite, 64 clients: 0.48 ms CPU per order (0.40 ms on the event-loop thread, 0.08
+  ms in SQLite's thread), 1,040-1,290 orders/s wall, p99 140-220 ms, batches of ~32
+  jobs (p50 17-19 ms); the default asyncio loop instead of uvloop: +~8% CPU per
+  order. 256 clients: 0.38 ms per order (batches of ~126 jobs), ~960 orders/s.
+  The seed's POST + long poll (two requests per order, no ``--post-wait-ms``): 0.55
+  ms per order (was 0.92), ~750 orders/s.
+* PostgreSQL, 64 clients: 0.76 ms CPU per order, ~310 orders/s: 2 shards, batches of
+  ~17 jobs taking ~84 ms (p50) — ~11 round trips per batch (the pool pre-ping: BEGIN,
+  an empty query, ROLLBACK; then BEGIN, the accounts' ``SELECT ... FOR UPDATE``,
+  their UPDATE, four bulk INSERTs, COMMIT; a ``nextval`` every 4th batch) to a server
+  on the same overloaded cores, so throughput is clients / batch time. Later that
+  day (load 4-6) the pool pings only connections idle for 1 s
+  (``storage/db.py``): 8.26 instead of 11.25 round trips per batch (counted on
+  asyncpg's calls), 60-100 us less client CPU and 30-70 us less PostgreSQL CPU per
+  unit of work; per order (~16 jobs a batch) that is within the noise: 0.58-0.71 ms
+  either way in six interleaved pairs. Wall rates were lower without the pings
+  (760-960 against 910-1,330 orders/s, batches p50 32-38 against 22-33 ms), with the
+  server process getting less CPU time per second (~0.6 against ~0.75 of a core)
+  while other jobs loaded the machine: to be re-measured on a quiet machine.
+  256 clients: 0.46 ms per order, batches of ~64 jobs, ~965 orders/s. More shards
+  (``--workers 8``) only shrink the batches (~4 jobs) and raise CPU per order.
+* The order engine alone: ~0.24 ms CPU per order at 250 jobs per commit.
+
+The issue's targets (5,000/s SQLite, 2,000/s PostgreSQL, p99 <= 20 ms) are not
+reached on this shared 2-core machine: at ~0.4 ms per order on the event-loop thread
+one core serves at most ~2,500 orders/s, and the clients need the other core.
 
 With a PostgreSQL URL, that URL's database is only used to ``CREATE DATABASE
 bk_bench_<pid>`` (dropped at the end); nothing else is touched. Loopback only; the
@@ -74,23 +120,22 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy import pool, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokerkernel.api.app import create_app
-from brokerkernel.api.jsonio import loads
 from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.identity.service import Client
 from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.security import hash_password
+from brokerkernel.kernel.serve import new_event_loop, tune_gc
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.db import normalise_url
 from brokerkernel.kernel.storage.models import LedgerEvent, Position
@@ -115,8 +160,61 @@ def percentile(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------------ the clients
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight: the lean load
+    generator (no HTTP library: a request is pre-encoded bytes, a response is read
+    as status code, ``Content-Length`` and body), so the clients cost the shared
+    cores as little as possible."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end < 0 or self._waiter is None:
+            return
+        head = bytes(buffer[:head_end]).lower()
+        at = head.index(b"content-length:") + len(b"content-length:")
+        length = int(head[at : head.index(b"\r\n", at)])
+        if len(buffer) < head_end + 4 + length:
+            return
+        body = bytes(buffer[head_end + 4 : head_end + 4 + length])
+        del buffer[: head_end + 4 + length]
+        self._waiter.set_result((int(head[9:12]), body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionError("connection closed"))
+
+    async def request(self, raw: bytes) -> tuple[int, Any]:
+        """Send one pre-encoded request; ``(status code, parsed JSON body)``."""
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(raw)
+        status, body = await self._waiter
+        return status, json.loads(body)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _http(method: str, path: str, token: str, body: str = "") -> bytes:
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
 async def _client(
-    session: aiohttp.ClientSession,
+    connection: _Connection,
     accounts: list[tuple[int, str]],
     window: tuple[float, float],
     poll_s: float,
@@ -129,25 +227,34 @@ async def _client(
     post_path = (
         f"/api/customer/orders?wait_ms={wait_ms[0]}" if wait_ms[0] else "/api/customer/orders"
     )
+    posts = [
+        [
+            _http(
+                "POST",
+                post_path,
+                token,
+                f'{{"login":{login},"symbol":"EURUSD","cmd":{cmd},"volume":{VOLUME}}}',
+            )
+            for cmd in (0, 1)
+        ]
+        for login, token in accounts
+    ]
     start, end = window
     latencies: list[float] = result["latencies_ms"]
     index = 0
     while (sent := time.perf_counter()) < end:
-        login, token = accounts[index % len(accounts)]
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        body = f'{{"login":{login},"symbol":"EURUSD","cmd":{index % 2},"volume":{VOLUME}}}'
+        token = accounts[index % len(accounts)][1]
+        code, status = await connection.request(posts[index % len(accounts)][index % 2])
         index += 1
-        async with session.post(post_path, data=body, headers=headers) as response:
-            status = loads(await response.text())
-            result["requests"] += 1
-            if response.status != 200:
-                result["errors"][f"POST {response.status}"] += 1
-                continue
-        path = f"/api/customer/orders/request/{status['request_id']}?wait_ms={wait_ms[1]}"
+        result["requests"] += 1
+        if code != 200:
+            result["errors"][f"POST {code}"] += 1
+            continue
+        poll_path = f"/api/customer/orders/request/{status['request_id']}?wait_ms={wait_ms[1]}"
+        poll = _http("GET", poll_path, token)
         while status.get("status") == "queued":
-            async with session.get(path, headers=headers) as response:
-                status = loads(await response.text())
-                result["requests"] += 1
+            _, status = await connection.request(poll)
+            result["requests"] += 1
             if status.get("status") == "queued":
                 await asyncio.sleep(poll_s)
         done = time.perf_counter()
@@ -162,9 +269,14 @@ async def _client(
 
 
 async def client_main(config: dict[str, Any]) -> dict[str, Any]:
-    """Run ``clients`` concurrent HTTP clients (one ClientSession each) and summarise."""
+    """Run ``clients`` concurrent HTTP clients (one connection each) and summarise."""
     accounts = [(int(login), str(token)) for login, token in config["accounts"]]
     clients = int(config["clients"])
+    loop = asyncio.get_running_loop()
+    connections = [
+        (await loop.create_connection(_Connection, config["host"], config["port"]))[1]
+        for _ in range(clients)
+    ]
     warmup_start = time.perf_counter()
     start = warmup_start + float(config["warmup"])
     end = start + float(config["seconds"])
@@ -175,15 +287,11 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
         "requests": 0,
         "errors": Counter(),
     }
-    sessions = [
-        aiohttp.ClientSession(base_url=config["base_url"], connector=aiohttp.TCPConnector(limit=1))
-        for _ in range(clients)
-    ]
     try:
         await asyncio.gather(
             *(
                 _client(
-                    sessions[i],
+                    connections[i],
                     accounts[i::clients] or accounts,
                     (start, end),
                     float(config["poll_ms"]) / 1000,
@@ -194,8 +302,8 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
             )
         )
     finally:
-        for session in sessions:
-            await session.close()
+        for connection in connections:
+            connection.close()
     finished = time.perf_counter()
     return {
         "window": [start, end],
@@ -376,7 +484,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         )
     )
     shards = kernel.trading.workers.shards
-    runner = web.AppRunner(create_app(kernel), access_log=None)
+    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -388,9 +496,10 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         setup_s = time.perf_counter() - setup_started
         samples: list[tuple[float, float, int]] = []
         workers = kernel.trading.workers
-        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign]
+        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
         client_config = {
-            "base_url": f"http://{host}:{port}",
+            "host": host,
+            "port": port,
             "accounts": accounts,
             "clients": args.clients,
             "warmup": args.warmup,
@@ -407,6 +516,8 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
             sys.executable,
             __file__,
             "--client",
+            "--loop",
+            args.loop,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -511,15 +622,24 @@ def main(argv: list[str] | None = None) -> int:
         help="write a cProfile of the server's event-loop thread while the clients run "
         "to this file (slows the server down)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of server and clients (uvloop: what brokerkernel serve runs)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    loop_factory = new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
     if args.client:
-        result = asyncio.run(client_main(json.load(sys.stdin)))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(client_main(json.load(sys.stdin)))
         json.dump(result, sys.stdout)
         return 0
     if args.warmup + args.seconds > 40:
         parser.error("--warmup + --seconds must stay within 40 s (bounded run time)")
-    return asyncio.run(server_main(args))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(server_main(args))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ outbox, in one unit of work; ``--clients`` concurrent clients, ``--accounts`` in
 Then ``GET /api/v1/propfirm/accounts/{id}`` (state with metrics) and ``GET
 /api/v1/propfirm/accounts?limit=50`` (a page) for ``--seconds`` each.
 
+Measured 2026-11-21 on a quiet 2-core machine, defaults (SQLite): provisioning 56.4
+accounts/s, p50 139.6 / p99 215.8 ms (n=1,000); state 206.6 req/s, p99 8.2 ms; a
+page of 50 71.6 req/s, p99 18.1 ms. Under cProfile the event loop waits in epoll
+most of the time: provisioning is bound by SQLite's single writer, one unit of work
+per account (group-committing provisions would lift it).
+
 Run from the repository root (scratch SQLite unless ``--database-url`` names an
 empty, migrated PostgreSQL database; ``--redis-url`` is flushed first)::
 

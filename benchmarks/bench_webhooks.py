@@ -1,6 +1,7 @@
 """Partner webhook deliveries per second, from the outbox to a local receiver (issue 7).
 
-One process runs a kernel (scratch database, wall clock, the ``webhooks`` plugin) with
+One process runs a kernel (scratch database, wall clock, the ``webhooks`` plugin with
+``allow_private_networks``: the receiver listens on loopback) with
 ``--subscriptions`` subscriptions of one partner tenant to ``account.breached``; a
 second process is the partners' receiver: a raw asyncio HTTP/1.1 protocol on a
 loopback port answering 204 (about 20 us of CPU a request, against 65 us for an
@@ -16,16 +17,54 @@ scenarios, each timed until every delivery is ``succeeded``:
   signing, ``--concurrency`` lanes over the worker's keep-alive pool, one transaction
   recording each pass's attempts (one insert) and outcomes (one UPDATE).
 
-Each line prints the wall rate and the CPU per delivery of the kernel process (all
-its threads; PostgreSQL's server processes are not counted) and of the receiver:
-on a shared machine the CPU figures are the steadier ones. Target: 8,000
+The kernel runs as ``brokerkernel serve`` runs it: on ``serve.new_event_loop`` (uvloop;
+``--loop asyncio`` for asyncio's own loop) with the server's collector settings
+(``serve.tune_started_gc``: its thresholds, the started kernel frozen). ``--senders N``
+(PostgreSQL and ``--redis-url`` only, as ``serve --workers``) starts N-1 more kernel
+processes whose workers share the due deliveries through the leases (and whose relays
+and Redis consumers share the events); completion is then polled in the table every
+20 ms.
+
+Each line prints the wall rate and the CPU per delivery of the kernel processes (all
+their threads; PostgreSQL's and Redis's server processes are not counted) and of the
+receiver: on a shared machine the CPU figures are the steadier ones. Target: 8,000
 deliveries/s. The figures depend on the machine's load: run it alone.
+
+Measured 2026-11-21 with the defaults (2,000 events x 4 subscriptions; a 20,000
+backlog) on the 2-core box under a load average of 10-14 (other jobs), so the wall
+rates are a fraction of a quiet machine's; CPU per delivery (kernel), with the rate
+one free core would give:
+
+* SQLite, uvloop: end to end 160 us (6,230/s), backlog 140 us (7,150/s); wall
+  1,990/s and 2,090/s. ``--loop asyncio``: 201 us and 166 us.
+* PostgreSQL, one sender: end to end 152 us (6,560/s), backlog 133 us (7,490/s);
+  wall 1,090/s and 1,750/s.
+* PostgreSQL + Redis, ``--senders 2``: backlog 149 us a delivery over both processes;
+  end to end 301 us (each process's idle polling and Redis reads are counted); wall
+  800/s and 1,590/s at a load of 14, where a second sender has no free core to use.
+* PostgreSQL + Redis, one sender (later, load 2, ``--backlog 4000``): end to end 190
+  us with one unpipelined ``PUBLISH`` per event for the account-change notices, 150
+  us with one per relay batch (as without Redis); backlog 96-137 us.
+
+The same day before this version (asyncio loop, CPython's default collector, load
+1.4): SQLite end to end 161 us, backlog 152 us, wall 4,310/s and 3,960/s. Of a
+delivery's CPU, aiohttp's client takes 75-100 us (a POST to this receiver alone).
+
+Later the same day on the quiet machine (load average 0.6-1.1; run-to-run spread
+about +-10% on this virtual machine), backlog / end to end, wall:
+
+* SQLite: 8,932/s / 7,635/s (defaults; 111 / 129 us); ``--events 6000 --backlog
+  50000``: 7,988/s / 7,092/s (121 / 136 us).
+* PostgreSQL, one sender: 8,481/s / 6,617/s (89 / 107 us); 50,000 backlog 6,688/s.
+* PostgreSQL + Redis, ``--senders 2``: 9,488/s / 6,754/s (103 / 145 us); 50,000
+  backlog 7,747/s and 8,512/s (102-111 us).
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_webhooks.py [--events 2000] [--backlog 20000]
     .venv/bin/python benchmarks/bench_webhooks.py \\
-        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test \\
+        [--redis-url redis://127.0.0.1:6379/0 --senders 2]
 """
 
 from __future__ import annotations
@@ -39,16 +78,19 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from bench_orders import Scratch, _admin, _scratch_database
+from redis.asyncio import Redis
 from sqlalchemy import func, insert, select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from brokerkernel.kernel.events import event_row
+from brokerkernel.kernel.events import STREAM, event_row
 from brokerkernel.kernel.runtime import Kernel, Settings
+from brokerkernel.kernel.serve import new_event_loop, tune_started_gc, workers_refused
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.models import OutboxEvent
 from brokerkernel.plugins.webhooks.catalog import render
@@ -67,6 +109,7 @@ def _plugins_toml(args: argparse.Namespace) -> str:
             'jwt_secret = "bench-webhooks-signing-key-not-a-secret-0123456789"',
             "[plugins.bbook]",
             "[plugins.webhooks]",
+            "allow_private_networks = true",  # the receiver listens on loopback
             f"concurrency = {args.concurrency}",
             f"batch_size = {args.batch}",
             f"poll_interval_s = {args.poll}",
@@ -173,20 +216,25 @@ def _cpu_s(pid: int) -> float:
 
 @dataclass
 class Meter:
-    """Wall time and CPU time of this process and of the receiver since ``start``."""
+    """Wall time, and CPU time of the kernel processes (this one and the extra
+    ``senders``) and of the receiver since ``start``."""
 
     receiver_pid: int
+    senders: list[int]
     wall: float = 0.0
     cpu: float = 0.0
     receiver_cpu: float = 0.0
 
+    def _kernel_cpu(self) -> float:
+        return time.process_time() + sum(_cpu_s(pid) for pid in self.senders)
+
     def start(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall, self.cpu = time.perf_counter(), self._kernel_cpu()
         self.receiver_cpu = _cpu_s(self.receiver_pid)
 
     def report(self, label: str, deliveries: int, detail: str = "") -> float:
         wall = time.perf_counter() - self.wall
-        ours = (time.process_time() - self.cpu) / deliveries * 1e6
+        ours = (self._kernel_cpu() - self.cpu) / deliveries * 1e6
         theirs = (_cpu_s(self.receiver_pid) - self.receiver_cpu) / deliveries * 1e6
         rate = deliveries / wall
         print(
@@ -198,17 +246,24 @@ class Meter:
 
 
 async def _until_sent(
-    kernel: Kernel, service: WebhookService, expected: int, limit_s: float
+    kernel: Kernel, service: WebhookService, expected: int, args: argparse.Namespace
 ) -> None:
-    """Wait until the worker made ``expected`` more attempts (its in-memory counter,
-    so polling costs the database nothing); then every one of them must be
-    ``succeeded`` in the table."""
-    deadline = time.perf_counter() + limit_s
-    goal = service.worker.sent + expected
+    """Wait until ``expected`` more deliveries succeeded: with one sender, by the
+    worker's in-memory counter of attempts (polling costs the database nothing);
+    with several, by counting them in the table every 20 ms. Then every one of them
+    must be ``succeeded`` in the table."""
+    deadline = time.perf_counter() + args.timeout
+    goal = (await _counts(kernel)).get("succeeded", 0) + expected
+    sent_goal = service.worker.sent + expected
     while time.perf_counter() < deadline:
-        if service.worker.sent >= goal:
-            break
-        await asyncio.sleep(0.005)
+        if args.senders == 1:
+            if service.worker.sent >= sent_goal:
+                break
+            await asyncio.sleep(0.005)
+        else:
+            if (await _counts(kernel)).get("succeeded", 0) >= goal:
+                break
+            await asyncio.sleep(0.02)
     counts = await _counts(kernel)
     if counts.get("succeeded", 0) < goal:
         raise SystemExit(f"deliveries {counts}, expected {goal} succeeded")
@@ -222,7 +277,7 @@ async def end_to_end(
     meter.start()
     async with kernel.db.transaction() as session:
         await session.execute(insert(OutboxEvent), rows)
-    await _until_sent(kernel, service, expected, args.timeout)
+    await _until_sent(kernel, service, expected, args)
     detail = f" ({args.events:,} events x {args.subscriptions} subscriptions)"
     return meter.report("end to end", expected, detail)
 
@@ -252,28 +307,64 @@ async def backlog(
         await session.execute(insert(WebhookDelivery), rows)
     meter.start()
     service.worker.wake()
-    await _until_sent(kernel, service, args.backlog, args.timeout)
+    await _until_sent(kernel, service, args.backlog, args)
     return meter.report("backlog", args.backlog)
 
 
+def _loop_factory(args: argparse.Namespace) -> Any:
+    """``serve.new_event_loop`` (uvloop, as the server runs), or asyncio's own."""
+    return new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
+
+
+def _sender(settings: Settings, args: argparse.Namespace, ready: Any) -> None:
+    """One more kernel process (child; as another ``brokerkernel serve`` worker, without
+    the API): its delivery worker shares the due deliveries through the leases, its
+    relay and Redis consumer the events. Runs until terminated."""
+
+    async def run() -> None:
+        kernel = Kernel(settings)
+        await kernel.start()
+        tune_started_gc()
+        ready.set()
+        await asyncio.Event().wait()
+
+    with asyncio.Runner(loop_factory=_loop_factory(args)) as runner:
+        runner.run(run())
+
+
+async def _clear_stream(redis_url: str | None) -> None:
+    """Drop the event stream of earlier runs (its events would be dispatched again)."""
+    if redis_url is not None:
+        redis = Redis.from_url(redis_url)
+        await redis.delete(STREAM)
+        await redis.aclose()
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bk-bench-webhooks-") as tmp:
         work = Path(tmp)
         scratch: Scratch = await _scratch_database(args.database_url, work)
-        receiver: multiprocessing.Process | None = None
+        children: list[BaseProcess] = []
         try:
             await asyncio.to_thread(migrate.upgrade, scratch.url)
+            await _clear_stream(args.redis_url)
             config = work / "plugins.toml"
             config.write_text(_plugins_toml(args))
-            kernel = Kernel(
+            settings = [
                 Settings(
                     config_path=config,
                     database_url=scratch.url,
-                    var_dir=work / "var",
+                    redis_url=args.redis_url,
+                    var_dir=work / f"var{n}",
                     start_feeds=False,
                     env={},
                 )
-            )
+                for n in range(args.senders)
+            ]
+            if refused := workers_refused(settings[0], args.senders):
+                raise SystemExit(refused.replace("--workers", "--senders"))
+            kernel = Kernel(settings[0])
             await kernel.start()
             try:
                 service = webhook_service(kernel)
@@ -290,38 +381,48 @@ async def main_async(args: argparse.Namespace) -> int:
                         "standard",
                     )
                     secrets.append(secret)
-                context = multiprocessing.get_context("spawn")
                 ready = context.Event()
                 receiver = context.Process(
                     target=_receiver,
                     args=(args.port, secrets, args.verify_every, ready),
                     daemon=True,
                 )
+                children.append(receiver)
                 receiver.start()
                 if not ready.wait(30):
                     raise SystemExit("the receiver did not start")
+                for extra in settings[1:]:
+                    ready = context.Event()
+                    sender = context.Process(target=_sender, args=(extra, args, ready), daemon=True)
+                    children.append(sender)
+                    sender.start()
+                    if not ready.wait(60):
+                        raise SystemExit("a sender did not start")
+                tune_started_gc()
                 backend = "SQLite" if kernel.db.is_sqlite else "PostgreSQL"
+                bus = "Redis Streams" if args.redis_url else "in-process"
                 print(
-                    f"{backend}: concurrency {args.concurrency}, claims of {args.batch}, "
-                    f"receiver verifies every {args.verify_every}th message"
+                    f"{backend}, {bus} bus, {args.loop}: {args.senders} sender process(es), "
+                    f"concurrency {args.concurrency}, claims of {args.batch}, receiver "
+                    f"verifies every {args.verify_every}th message"
                 )
-                assert receiver.pid is not None
-                meter = Meter(receiver.pid)
+                pids = [child.pid for child in children if child.pid is not None]
+                meter = Meter(pids[0], pids[1:])
                 rate = await end_to_end(kernel, service, meter, args)
                 worker_rate = await backlog(kernel, service, meter, args)
             finally:
                 await kernel.stop()
         finally:
-            if receiver is not None:
-                receiver.terminate()
-                receiver.join()
+            for child in children:
+                child.terminate()
+                child.join()
             if scratch.name is not None and scratch.admin_url is not None:
                 await _admin(
                     scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
                 )
     print(
         f"target: {TARGET:,.0f} deliveries/s from the outbox; measured {rate:,.0f}/s end to "
-        f"end, {worker_rate:,.0f}/s by the delivery worker"
+        f"end, {worker_rate:,.0f}/s by the delivery worker(s)"
     )
     return 0
 
@@ -340,7 +441,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18731)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--poll", type=float, default=0.05)
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    parser.add_argument(
+        "--redis-url", default=None, help="Redis URL (the bus of several sender processes)"
+    )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=1,
+        help="kernel processes sending (more than 1 needs PostgreSQL and Redis)",
+    )
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args(argv)
+    with asyncio.Runner(loop_factory=_loop_factory(args)) as runner:
+        return runner.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import SchemaError
 
+from brokerkernel.kernel.kyc import KYC_SCHEMA
 from brokerkernel.kernel.marketdata.config import MARKET_DATA_SCHEMA
 from brokerkernel.kernel.money.config import PAYMENTS_SCHEMA
 from brokerkernel.kernel.trading.config import TRADING_SCHEMA
@@ -175,6 +176,7 @@ KERNEL_SCHEMA: dict[str, Any] = {
         "market_data": MARKET_DATA_SCHEMA,
         "payments": PAYMENTS_SCHEMA,
         "trading": TRADING_SCHEMA,
+        "kyc": KYC_SCHEMA,
     },
 }
 

@@ -177,8 +177,10 @@ class ExecutionVenue:
 class PreTradeCheck:
     """Everything a pre-trade rule may look at; money in account currency (Decimal).
 
-    ``required_margin`` is the margin the new position would add at ``price``;
-    ``margin_used`` and ``equity`` are the account's before the deal. ``sl``/``tp``
+    ``required_margin`` is what the deal adds to the account's margin used at
+    ``price`` (on a hedging account the group's hedged-margin charge after the deal
+    minus before it, :mod:`brokerkernel.kernel.trading.margin`: 0 or negative for a
+    hedging leg); ``margin_used`` and ``equity`` are the account's before the deal. ``sl``/``tp``
     are the new position's stops (None: none), ``time_ms`` market time (UTC ms) and
     ``notional_usd`` the deal's notional in USD (None without a USD rate).
 

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 from sqlalchemy import select, update
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[["DomainEvent"], Awaitable[None] | None]
 BatchHandler = Callable[[Sequence["DomainEvent"]], Awaitable[None] | None]
+_Arg = TypeVar("_Arg")
 STREAM = "brokerkernel:events"
 CONSUMER_GROUP = "brokerkernel"
 
@@ -88,15 +89,17 @@ def record_event(
     session.add(OutboxEvent(**event_row(type_, payload, occurred_at)))
 
 
-async def dispatch(handlers: Sequence[EventHandler], event: DomainEvent) -> None:
-    """Call every handler on its own; one that raises is logged, the others still run."""
-    for handler in handlers:
-        try:
-            result = handler(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("event handler %r failed on %s %s", handler, event.type, event.id)
+async def _call(
+    handler: Callable[[_Arg], Awaitable[None] | None], arg: _Arg, failure: str, *details: object
+) -> None:
+    """``handler(arg)``, awaited when it returns an awaitable; an exception is logged
+    (``failure`` formatted with the handler and ``details``), never raised."""
+    try:
+        result = handler(arg)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception(failure, handler, *details)
 
 
 class Handlers:
@@ -110,21 +113,20 @@ class Handlers:
         """Every event to the per-event handlers in order, then the whole batch to each
         batch handler; a handler that raises is logged, the others still run."""
         for event in events:
-            await dispatch(self.each, event)
+            for handler in self.each:
+                await _call(
+                    handler, event, "event handler %r failed on %s %s", event.type, event.id
+                )
         if not events:
             return
-        for handler in self.batch:
-            try:
-                result = handler(events)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception(
-                    "batch event handler %r failed on %d events from %s",
-                    handler,
-                    len(events),
-                    events[0].id,
-                )
+        for batch_handler in self.batch:
+            await _call(
+                batch_handler,
+                events,
+                "batch event handler %r failed on %d events from %s",
+                len(events),
+                events[0].id,
+            )
 
 
 class EventBus(Protocol):
@@ -285,6 +287,9 @@ class OutboxRelay:
         self._poll_s = poll_s
         self._coalesce_s = coalesce_s
         self._wake = asyncio.Event()
+        # One pass at a time in this process: SQLite has no row locks, so a drain()
+        # called while the background pass runs would read and publish the same rows.
+        self._passing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.published = 0
@@ -305,13 +310,15 @@ class OutboxRelay:
         await self.drain()
 
     async def drain(self) -> int:
-        """Publish everything committed so far; returns how many events were published."""
+        """Publish everything committed so far; returns how many events were published.
+        Concurrent calls in one process take turns (each row is published once)."""
         total = 0
-        while True:
-            count = await self._relay_once()
-            total += count
-            if count < self._batch:
-                return total
+        async with self._passing:
+            while True:
+                count = await self._relay_once()
+                total += count
+                if count < self._batch:
+                    return total
 
     async def _run(self) -> None:
         while not self._stopping:

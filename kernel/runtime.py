@@ -33,6 +33,7 @@ from brokerkernel.kernel.risk.rules import MarginCallRule, StopOutRule
 from brokerkernel.kernel.security import TokenIssuer, load_or_create_secret
 from brokerkernel.kernel.storage.db import Database, default_sqlite_url
 from brokerkernel.kernel.storage.ids import IdAllocator
+from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.kernel.trading.config import zone_error
 from brokerkernel.kernel.trading.riskfeed import tick_subscriber
 from brokerkernel.kernel.trading.service import TradingService
@@ -255,9 +256,7 @@ class Kernel:
 
     async def stop_feeds(self) -> None:
         """Cancel the feed tasks (shutdown, or feed leadership lost)."""
-        for task in self._feed_tasks:
-            task.cancel()
-        await asyncio.gather(*self._feed_tasks, return_exceptions=True)
+        await cancel_and_wait(self._feed_tasks)
         self._feed_tasks = []
 
     async def _run_feed(self, name: str, feed: Feed) -> None:

@@ -7,11 +7,14 @@ clock, as the replay feed does).
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from standardwebhooks import Webhook
 
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
@@ -22,6 +25,8 @@ DAY_START_MS = 1_399_420_800_000
 JWT_SECRET = "test-secret-with-enough-entropy-0123456789"
 ADMIN_EMAIL = "admin@broker.test"
 ADMIN_PASSWORD = "Admin-Pass-123"
+#: The Standard Webhooks test secret (../shared/data/vendor/vectors.json).
+CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def write_config(path: Path, market_data_dir: Path, extra: str = "", clock: str = "replay") -> Path:
@@ -171,3 +176,24 @@ async def manual_quote(
     assert response.status == 200, await response.text()
     result: dict[str, Any] = await response.json()
     return result
+
+
+def signed(
+    body: dict[str, Any],
+    msg_id: str = "msg_1",
+    secret: str = CALLBACK_SECRET,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """A Standard Webhooks signed request (``data`` and ``headers`` for aiohttp),
+    signed at ``at`` (default now; within 5 minutes of now to be accepted)."""
+    data = json.dumps(body)
+    now = at or datetime.now(UTC)
+    return {
+        "data": data,
+        "headers": {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign(msg_id, now, data),
+        },
+    }

@@ -209,7 +209,7 @@ async def test_get_calendar_bad_query_answers_422_with_every_error(api: Client) 
                     "msg": "must be ISO currency codes: USD,EUR",
                     "type": "pattern",
                 },
-                {"loc": ["query", "impact"], "msg": "must be 'high' or 'medium'", "type": "enum"},
+                {"loc": ["query", "impact"], "msg": "must be one of high, medium", "type": "enum"},
             ]
         },
     )

@@ -256,6 +256,50 @@ async def test_daily_loss_breach_at_above_and_below_the_floor(
     assert refused["reason"] == "Trading disabled: challenge account is failed"
 
 
+async def test_accounts_crossing_on_one_tick_are_all_decided_before_any_close(
+    desk: Desk,
+) -> None:
+    """Three accounts holding 1, 2 and 3 lots cross their 97,000 daily floor on one tick
+    (bid 1.06500: equity 100,000 - 3,502 x lots). The tick's crossings form one batch:
+    every account fails with its exact equity, and on each order worker every
+    ``account.breached`` of the batch precedes the first ``prop-breach`` close."""
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    accounts = [await provision(desk, plan, ref=f"order-{lots}") for lots in (1, 2, 3)]
+    logins = [account["login"] for account in accounts]
+    for lots, login in enumerate(logins, start=1):
+        assert (await desk.buy(login, str(lots)))["status"] == "executed"
+    await desk.quote("1.06500", "1.06508", "2026-03-02T11:00:00Z")
+    states = [await desk.service.get_account(a["id"], tenant_id=None) for a in accounts]
+    assert [(s["status"], s["breach"]["rule"], s["breach"]["floor"]) for s in states] == [
+        ("failed", "daily_loss", Decimal("97000"))
+    ] * 3
+    breaches = await desk.events("account.breached")
+    assert sorted((e["login"], e["floor"], e["equity"]) for e in breaches) == [
+        (logins[0], "97000.00", "96498.00"),
+        (logins[1], "97000.00", "92996.00"),
+        (logins[2], "97000.00", "89494.00"),
+    ]
+    async with desk.kernel.db.read() as session:
+        closes = (
+            await session.scalars(
+                select(TradeHistory)
+                .where(TradeHistory.login.in_(logins))
+                .order_by(TradeHistory.login)
+            )
+        ).all()
+    assert [(c.login, c.reason, c.close_price, c.profit) for c in closes] == [
+        (logins[0], "prop-breach", Decimal("1.06500"), Decimal("-3502.00")),
+        (logins[1], "prop-breach", Decimal("1.06500"), Decimal("-7004.00")),
+        (logins[2], "prop-breach", Decimal("1.06500"), Decimal("-10506.00")),
+    ]
+    shards = desk.kernel.trading.workers.shards
+    events = await desk.events("account.breached", "order.closed")
+    for shard in {login % shards for login in logins}:
+        order = [e["type"] for e in events if e["login"] % shards == shard]
+        last_breach = max(i for i, kind in enumerate(order) if kind == "account.breached")
+        assert "order.closed" not in order[:last_breach], order
+
+
 async def test_drawdown_warning_once_per_threshold_and_day(desk: Desk) -> None:
     plan = await desk.service.create_plan(plan_body(), tenant_id=None)
     account = await provision(desk, plan)
@@ -542,6 +586,53 @@ async def test_reset_restores_a_failed_account_for_its_phase(desk: Desk) -> None
     assert (await desk.buy(login, "1"))["status"] == "executed"
     metrics = await desk.service.metrics(account["id"], tenant_id=None)
     assert metrics["trading_days"] == 1
+
+
+async def test_a_position_left_open_at_the_breach_is_closed_once_it_is_quoted(
+    desk: Desk,
+) -> None:
+    """The breach closes every position it can; one without a fresh quote (GBPUSD
+    quoted 1 h earlier, stale after 10 s) stays open, and the account is noted (also
+    when the service loads after a restart) until the schedule's retry closes it at
+    its next fresh quote."""
+    plan = await desk.service.create_plan(plan_body(), tenant_id=None)
+    account = await provision(desk, plan)
+    login = account["login"]
+    await desk.quote("1.30000", "1.30002", MONDAY, symbol="GBPUSD")
+    await desk.buy(login, "1")
+    await desk.buy(login, "0.1", symbol="GBPUSD")  # at ask 1.30002
+    await desk.quote("1.06002", "1.06010", "2026-03-02T11:00:00Z")  # EURUSD -4,000
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert state["status"] == "failed" and state["breach"]["equity"] == Decimal("95999.80")
+    engine = engine_of(desk.kernel)
+    assert engine.unclosed == {login}
+    engine.unclosed.clear()
+    await desk.service.load()  # as after a restart
+    assert engine.unclosed == {login}
+
+    engine.retry_closes()  # still no fresh GBPUSD quote: nothing closes
+    await idle(desk.kernel)
+    assert engine.unclosed == {login}
+    await desk.quote("1.30100", "1.30102", "2026-03-02T11:00:01Z", symbol="GBPUSD")
+    engine.retry_closes()
+    await idle(desk.kernel)
+    engine.retry_closes()  # sees the account flat and forgets it
+    await idle(desk.kernel)
+
+    assert engine.unclosed == set()
+    async with desk.kernel.db.read() as session:
+        closes = (
+            await session.scalars(
+                select(TradeHistory)
+                .where(TradeHistory.login == login)
+                .order_by(TradeHistory.close_time)
+            )
+        ).all()
+    assert [(c.symbol, c.close_price, c.profit, c.reason) for c in closes] == [
+        ("EURUSD", Decimal("1.06002"), Decimal("-4000.00"), "prop-breach"),
+        ("GBPUSD", Decimal("1.30100"), Decimal("9.80"), "prop-breach"),
+    ]
+    assert (await ledger_rows(desk, login))[-1][2] == Decimal("96009.80")
 
 
 async def test_balance_operations_are_ledger_rows(desk: Desk) -> None:
@@ -1041,6 +1132,10 @@ async def test_scaling_grows_a_funded_account_after_a_qualifying_cycle(desk: Des
     await desk.quote("1.13002", "1.13010", "2026-03-16T10:00:00Z")
     await payout("1000")  # within the first month: no scaling
     assert await desk.events("account.scaled") == []
+    # the day reset of 2026-04-02 (Prague) is still in the cycle: the payout at its end
+    # (2026-04-02 10:00 UTC, before the next reset) is what checks the scaling
+    await desk.quote("1.13002", "1.13010", "2026-04-01T22:30:00Z")
+    assert await desk.events("account.scaled") == []
     await desk.quote("1.13002", "1.13010", "2026-04-02T10:00:00Z")
     second = await payout("500")
     assert (second["trader_share"], second["firm_share"]) == (Decimal("400.00"), Decimal("100.00"))
@@ -1080,6 +1175,102 @@ async def test_scaling_grows_a_funded_account_after_a_qualifying_cycle(desk: Des
         None,
         None,
     )
+
+
+async def test_the_day_reset_scales_an_account_whose_cycle_ended_without_a_payout(
+    desk: Desk,
+) -> None:
+    """Funded 2026-03-02 10:00 UTC with a one-month cycle, >= 2% profit and no payout
+    required: the reset of 2026-04-01 (Prague) is inside the cycle, the first reset
+    after 2026-04-02 10:00 UTC scales 100,000 by 25% on 3,000 of profit."""
+    scaling = {"every_months": 1, "min_profit_pct": 2, "increase_pct": 25}
+    account = await funded_account(desk, scaling=scaling)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.13002", "1.13010", "2026-03-03T10:00:00Z")
+    await close_all_positions(desk, login)  # +3,000: balance 103,000
+    await desk.quote("1.13002", "1.13010", "2026-04-01T10:00:00Z")  # a reset in the cycle
+    assert await desk.events("account.scaled") == []
+    await desk.quote("1.13002", "1.13010", "2026-04-02T10:00:00Z")  # the next reset
+    [scaled] = await desk.events("account.scaled")
+    assert {k: scaled[k] for k in scaled if k not in ("account_id", "customer_id", "login")} == {
+        "type": "account.scaled",
+        "tenant_id": None,
+        "plan_id": account["plan_id"],
+        "phase": "funded",
+        "previous_size": "100000.00",
+        "account_size": "125000.00",
+        "increase": "25000.00",
+        "cycle_profit": "3000.00",  # balance 103,000 - initial 100,000, no payouts
+        "payouts": 0,
+        "profit_split": "80",
+    }
+    assert (await ledger_rows(desk, login))[-1] == ("deposit", D(25000), D(128000))
+    state = await desk.service.get_account(account["id"], tenant_id=None)
+    assert (state["account_size"], state["initial_balance"], state["balance"]) == (
+        D(125000),
+        D(125000),
+        D(128000),
+    )
+    metrics = await desk.service.metrics(account["id"], tenant_id=None)
+    floor = next(r for r in metrics["rules"] if r["rule"] == "max_loss")["numbers"]["floor"]
+    assert floor == "112500.00"  # 10% under the new size
+    # the new cycle runs to 2026-05-02: a second check (another process) does nothing
+    at = datetime(2026, 4, 2, 10, 0, tzinfo=UTC)
+    assert await desk.service.scale_due(account["plan_id"], at) == 0
+    assert len(await desk.events("account.scaled")) == 1
+
+
+async def test_a_payout_that_cannot_be_processed_at_approval_ends_failed(desk: Desk) -> None:
+    """A 2,000 payout requested on 3,000 of profit fails at approval after a 1,500
+    loss (profit 1,500), and one of 1,000 fails once the account is archived: each
+    with its reason, ``payout.failed``, and no ledger row."""
+    account = await funded_account(desk)
+    login = account["login"]
+    await desk.buy(login, "1")
+    await desk.quote("1.13002", "1.13010", "2026-03-03T10:00:00Z")
+    await close_all_positions(desk, login)  # +3,000: balance 103,000
+    await desk.quote("1.13002", "1.13010", "2026-03-16T10:00:00Z")
+
+    async def request(amount: str) -> dict[str, Any]:
+        return await desk.service.request_payout(
+            account["id"],
+            tenant_id=None,
+            amount=D(amount),
+            destination=None,
+            execute=False,
+            actor="trader",
+        )
+
+    pending = await request("2000")
+    await desk.buy(login, "1")  # at ask 1.13010
+    await desk.quote("1.11510", "1.11518", "2026-03-16T11:00:00Z")
+    await close_all_positions(desk, login)  # -1,500: balance 101,500
+    rows = await ledger_rows(desk, login)
+    failed = await desk.service.approve_payout(pending["id"], tenant_id=None, actor="staff-1")
+    assert {k: failed[k] for k in ("status", "reason", "processed_by", "ledger_ref")} == {
+        "status": "failed",
+        "reason": "The account's profit 1500.00 no longer covers the payout",
+        "processed_by": "staff-1",
+        "ledger_ref": None,
+    }
+    assert failed["processed_at"] == datetime(2026, 3, 16, 11, 0, tzinfo=UTC)
+    with pytest.raises(PropError) as again:
+        await desk.service.approve_payout(pending["id"], tenant_id=None, actor="staff-1")
+    assert (again.value.status, again.value.detail) == (409, "The payout is failed")
+    second = await request("1000")  # a failed payout does not count for the cadence
+    await desk.service.archive(account["id"], tenant_id=None, actor="staff-1")
+    closed = await desk.service.approve_payout(second["id"], tenant_id=None, actor="staff-1")
+    assert (closed["status"], closed["reason"]) == ("failed", "The account is archived")
+    assert await ledger_rows(desk, login) == rows  # no withdrawal was written
+    events = await desk.events("payout.failed", "payout.processed")
+    assert [(e["type"], e["payout_id"], e["amount"], e["reason"]) for e in events] == [
+        ("payout.failed", pending["id"], "2000.00", failed["reason"]),
+        ("payout.failed", second["id"], "1000.00", "The account is archived"),
+    ]
+    assert (events[0]["trader_share"], events[0]["firm_share"]) == ("1600.00", "400.00")
+    listed, total = await desk.service.list_payouts(tenant_id=None, status="failed")
+    assert total == 2 and [p["id"] for p in listed] == [second["id"], pending["id"]]
 
 
 @pytest.mark.parametrize("inclusive", [False, True])

@@ -32,6 +32,7 @@ from httpx_sse import aconnect_sse
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, DAY_START_MS, JWT_SECRET, make_kernel, tick
 from support import write_config as write_test_config
 
+from brokerkernel.kernel.events import DomainEvent
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.staff import create_staff_user
@@ -166,9 +167,35 @@ async def test_ticks_and_account_changes_reach_the_other_kernel(
     assert follower.clock.now_ms() == DAY_START_MS + 7136
     assert follower.market_data.cluster.relayed_in == 2
 
-    await leader.market_data.cluster.account_changed(10001)
+    await leader.market_data.cluster.accounts_changed([10002, 10001])  # one message
     await asyncio.wait_for(changed.wait(), TIMEOUT_S)
-    assert logins == [10001]
+    assert logins == [10002, 10001]
+
+
+async def test_a_batch_of_events_notifies_each_login_once(
+    tmp_path: Path, database_url: str, market_data_dir: Path
+) -> None:
+    """The in-process bus hands the batch over whole: one notice, logins deduplicated
+    in first-seen order (numeric strings count; events naming no login do not)."""
+    kernel = make_kernel(tmp_path, database_url, None, market_data_dir)
+    await kernel.start()
+    try:
+        logins: list[int] = []
+        kernel.market_data.cluster.on_account_change(logins.append)
+        at = datetime(2014, 5, 7, tzinfo=UTC)
+        payloads: list[dict[str, Any]] = [
+            {"login": 10002},
+            {"login": "10001"},
+            {"login": 10002},
+            {"symbol": "EURUSD"},
+            {"login": "ten"},
+        ]
+        await kernel.bus.publish(
+            [DomainEvent(f"evt-{n}", "test.changed", p, at) for n, p in enumerate(payloads)]
+        )
+        assert logins == [10002, 10001]
+    finally:
+        await kernel.stop()
 
 
 @needs_redis
@@ -317,6 +344,10 @@ async def login_headers(
 
 async def next_state(events: AsyncIterator[Any]) -> dict[str, Any]:
     event = await asyncio.wait_for(anext(events), TIMEOUT_S)
+    while event.event == "message" and event.data == "":
+        # A ": ping" comment after an event with an id: httpx-sse keeps the last id
+        # (as the SSE spec says) and so yields the ping as an empty message.
+        event = await asyncio.wait_for(anext(events), TIMEOUT_S)
     assert event.event == "state"
     state: dict[str, Any] = json.loads(event.data, parse_float=Decimal)
     return state

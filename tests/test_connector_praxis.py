@@ -301,6 +301,8 @@ async def test_signatures_valid_tampered_stale_and_missing(
         await notify(client, stale),
         await notify(client, other_merchant),
         await notify(client, approved, sign(approved, NOTIFICATION_FIELDS, "not-the-secret")),
+        await post_webhook(client, "/webhooks/praxis", "{not json", ("GT-Authentication", "x")),
+        await post_webhook(client, "/webhooks/praxis", "[1]", ("GT-Authentication", "x")),
     ]
 
     assert [(status, body) for status, body, _ in results] == [
@@ -309,6 +311,8 @@ async def test_signatures_valid_tampered_stale_and_missing(
         (400, {"detail": "stale notification (timestamp out of tolerance)"}),
         (400, {"detail": "notification for another merchant or application"}),
         (400, {"detail": "invalid GT-Authentication signature"}),
+        (400, {"detail": "body is not JSON"}),
+        (400, {"detail": "body is not a JSON object"}),
     ]
     assert await balance(kernel, login) == (0, 0)
     valid = await notify(client, approved)
@@ -437,7 +441,7 @@ async def test_withdrawal_session_limits_and_provider_failures(
     }
     assert fake.requests[0][1]["intent"] == "withdrawal"
     assert forged == {
-        "detail": "praxis: /cashier/cashier response GT-Authentication signature invalid"
+        "detail": "praxis: /cashier/cashier response: invalid GT-Authentication signature"
     }
     assert down == {"detail": "praxis: HTTP 503 from /cashier/cashier"}
     txs = {t.id: t for t in await transactions_of(kernel, login)}

@@ -116,6 +116,35 @@ async def test_a_batch_subscriber_gets_the_batch_before_it_counts_as_delivered(
     assert await undelivered(ids) == 0
 
 
+async def test_concurrent_drains_publish_each_committed_event_once(
+    client: Client, kernel: Kernel
+) -> None:
+    """A drain() called while another pass runs (the relay's own task, a test, a
+    shutdown) publishes no row twice: SQLite has no row locks, so passes take turns."""
+    seen: list[str] = []
+
+    async def handler(event: DomainEvent) -> None:  # a handler that awaits (writes, sends)
+        await asyncio.sleep(0.01)
+        if event.type == "test.drain":
+            seen.append(event.id)
+
+    kernel.bus.subscribe(handler)
+    rows = [event_row("test.drain", {"n": n}, kernel.clock.now()) for n in range(20)]
+    async with kernel.db.sessions() as session:  # no after-commit wake of the relay
+        await session.execute(insert(OutboxEvent), rows)
+        await session.commit()
+
+    counts = await asyncio.gather(*(kernel.relay.drain() for _ in range(3)))
+    for _ in range(100):  # the Redis consumer reads the stream on its own task
+        if len(seen) >= 20:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # room for a duplicate to arrive
+
+    assert sorted(counts) == [0, 0, 20]
+    assert seen == [row["id"] for row in rows]
+
+
 async def test_a_failing_batch_handler_is_logged_and_the_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -21,6 +21,7 @@ from support import DAY_START_MS, make_kernel, tick
 
 from brokerkernel.api.app import create_app
 from brokerkernel.api.jsonio import dumps
+from brokerkernel.kernel.customers import KycResult, record_kyc
 from brokerkernel.kernel.events import DomainEvent
 from brokerkernel.kernel.identity.seed import PARTNER_SCOPES
 from brokerkernel.kernel.runtime import Kernel
@@ -146,6 +147,28 @@ async def test_every_route_needs_its_scope_and_a_prop_firm_tenant(
             401,
             {"detail": "Missing or invalid Authorization header"},
         )
+
+
+async def test_a_traders_kyc_status_is_its_customers_latest_result(
+    client: Client, kernel: Kernel
+) -> None:
+    """Detail and list show the customer's KYC status (``not_started`` until a
+    result); without ``[kernel.kyc] webhook_secret`` the webhook does not exist."""
+    await partner_tenant(kernel, "acme")
+    acme = await partner(kernel, "acme")
+    plan_id = await plan(kernel, "acme", "ACME-KYC")
+    body = await call(client, "POST", "/v1/traders", acme, trader_body(plan_id, "kyc@acme.io"), 201)
+    assert body["kyc_status"] == "not_started"
+    result = KycResult(body["customer_id"], "sumsub", "resubmission_requested")
+    await record_kyc(kernel.db, kernel.clock.now(), result, kernel.extensions.values())
+    detail = await call(client, "GET", f"/v1/traders/{body['id']}", acme)
+    listed = await call(client, "GET", "/v1/traders", acme)
+    assert (detail["kyc_status"], listed["items"][0]["kyc_status"]) == (
+        "resubmission_requested",
+        "resubmission_requested",
+    )
+    response = await client.post("/webhooks/kyc", json={})
+    assert (response.status, await response.json()) == (404, {"detail": "Not Found"})
 
 
 async def test_create_trader_provisions_an_evaluation_and_an_onboarding_message(

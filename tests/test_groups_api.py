@@ -44,6 +44,9 @@ STANDARD = {
     "is_default": True,
     "max_exposure": None,
     "net_max_exposure": False,
+    # Groups that existed before revision 0013 keep every position in full.
+    "hedged_margin_mode": "none",
+    "hedged_margin_rate": 1,
     "is_active": True,
     "created_at": "2026-11-21T00:00:00Z",
 }
@@ -100,7 +103,14 @@ async def test_create_the_seed_example_and_refuse_a_taken_name(
 
     assert created.status == 201
     body = await created.json()
-    assert body == {**VIP, "id": body["id"], "is_active": True, "created_at": CLOCK_NOW}
+    assert body == {
+        **VIP,
+        "id": body["id"],
+        "hedged_margin_mode": "larger_side",
+        "hedged_margin_rate": 1,
+        "is_active": True,
+        "created_at": CLOCK_NOW,
+    }
     assert (again.status, await again.json()) == (409, {"detail": "Group name already exists"})
     listed = await client.get("/api/platform/groups")
     assert [g["name"] for g in await listed.json()] == ["standard", "vip"]
@@ -303,6 +313,30 @@ async def test_soft_delete_is_refused_while_accounts_are_assigned_then_succeeds(
             )
         ).all()
     assert events == [{"login": login, "from_group_id": DEFAULT_GROUP_ID, "to_group_id": vip["id"]}]
+
+
+async def test_a_groups_currency_does_not_change_under_its_active_accounts(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """Accounts hold their group's currency (reassignment refuses another one), so the
+    currency of a group with active accounts stays until they are reassigned."""
+    vip = await _create(client, staff)
+    login, _ = await register_trader(client, "currency@test.io")  # joins "standard"
+    url = f"/api/platform/groups/{DEFAULT_GROUP_ID}"
+
+    refused = await client.patch(url, json={"currency": "EUR"}, headers=staff)
+    unchanged = await client.patch(url, json={"currency": "USD", "description": "x"}, headers=staff)
+    await client.patch(
+        f"/api/platform/accounts/{login}/group", json={"group_id": vip["id"]}, headers=staff
+    )
+    changed = await client.patch(url, json={"currency": "EUR"}, headers=staff)
+
+    assert (refused.status, await refused.json()) == (
+        409,
+        {"detail": "Active accounts assigned; reassign them first"},
+    )
+    assert (unchanged.status, (await unchanged.json())["description"]) == (200, "x")
+    assert (changed.status, (await changed.json())["currency"]) == (200, "EUR")
 
 
 async def test_reassignment_errors(client: Client, kernel: Kernel, staff: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -247,12 +248,12 @@ async def limited(
 
 
 async def test_per_user_limit_answers_429_with_retry_after_to_the_window_end(
-    limited: tuple[Kernel, Client],
+    limited: tuple[Kernel, Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kernel, client = limited
     wall = kernel.tokens.wall
-    wall.offset_s = 0
-    wall.offset_s = 60 - wall.time() % 60 + 15  # 15 s into a window
+    now = [(time.time() // 60 + 1) * 60 + 15]  # 15 s into a window, held still
+    monkeypatch.setattr(wall, "time", lambda: now[0])
     headers = await staff_headers(client)  # the login counts on the IP, not the user
     statuses = [(await client.get("/api/admin/users/me", headers=headers)).status for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
@@ -262,7 +263,7 @@ async def test_per_user_limit_answers_429_with_retry_after_to_the_window_end(
     assert response.headers["X-RateLimit-Limit"] == "3"
     assert response.headers["X-RateLimit-Remaining"] == "0"
 
-    wall.offset_s += 45  # the next window
+    now[0] += 45  # the next window
     response = await client.get("/api/admin/users/me", headers=headers)
     assert response.status == 200 and response.headers["X-RateLimit-Remaining"] == "2"
 

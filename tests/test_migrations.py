@@ -80,6 +80,8 @@ KERNEL_TABLES = {
     # 0011 prop checkout
     "prop_payment_events",
     "prop_payments",
+    # 0012 KYC status
+    "customer_kyc",
 }
 SEEDED_COUNTS = {
     "instruments": 5,
@@ -90,7 +92,7 @@ SEEDED_COUNTS = {
     "broker_tenants": 1,
     "withdrawal_approval_rules": 3,
 }
-HEAD = "0011"
+HEAD = "0013"
 POSTGRESQL_SEQUENCES = {"trading_account_login_seq": 10001, "position_ticket_seq": 100001}
 
 

@@ -88,6 +88,11 @@ async def test_ledger_filters_pages_and_errors(
     assert (status, body["detail"][0]["loc"]) == (422, ["query", "limit"])
     status, body, _ = await get(client, "/api/backoffice/accounts/99999/ledger", staff)
     assert (status, body) == (404, {"detail": "Account not found"})
+    status, body, _ = await get(client, "/api/backoffice/accounts/abc/ledger", staff)
+    assert (status, body) == (
+        422,
+        {"detail": [{"loc": ["path", "login"], "msg": "must be an integer", "type": "type"}]},
+    )
 
 
 async def test_summary_totals_per_kind_and_time_window(

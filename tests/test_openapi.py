@@ -28,6 +28,7 @@ from brokerkernel.api.openapi import (
     operation,
     security_requirements,
 )
+from brokerkernel.api.routes import docs
 from brokerkernel.api.validation import decimal_schema
 from brokerkernel.kernel import plugins as kernel_plugins
 from brokerkernel.kernel.descriptors import HttpRoutes
@@ -70,6 +71,30 @@ async def test_the_document_is_valid_openapi_3_1(client: Client) -> None:
     assert document["openapi"] == "3.1.1"
     assert document["info"]["title"] == "brokerkernel API"
     OpenAPIV31SpecValidator(document).validate()
+
+
+async def test_the_document_is_built_and_encoded_once_per_app(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[web.Application] = []
+
+    def counted(app: web.Application) -> dict[str, Any]:
+        built.append(app)
+        return build_document(app)
+
+    monkeypatch.setattr(docs, "build_document", counted)
+    first = await client.get("/openapi.json")
+    second = await client.get("/openapi.json")
+
+    assert (first.status, second.status, first.headers["Content-Type"]) == (
+        200,
+        200,
+        "application/json; charset=utf-8",
+    )
+    assert built == [client.app]
+    body = await first.read()
+    assert await second.read() == body
+    assert body == dumps(build_document(client.app)).encode()
 
 
 async def test_every_route_is_an_operation_and_nothing_else(client: Client) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from sqlalchemy import event, func, select, update
@@ -39,10 +41,14 @@ from brokerkernel.plugins.webhooks.models import WebhookDelivery
 from brokerkernel.plugins.webhooks.service import WebhookService, webhook_service
 
 Client = TestClient[Any, Any]
-PLUGIN = "[plugins.webhooks]\n"
+#: The receivers listen on loopback: the SSRF guard's switch lets them through
+#: (the ``guarded`` fixture runs with the default, the guard on).
+PLUGIN = "[plugins.webhooks]\nallow_private_networks = true\n"
 ZT4 = "/api/v1/propfirm/webhooks"
 STOREFRONT = "/api/v1/storefront/webhooks"
 FXPT = "/v1/webhooks"
+#: How long ``dispatched`` waits for deliveries to appear (a deadline, not a pause).
+DISPATCH_DEADLINE_S = 60.0
 
 
 # --------------------------------------------------------------------------- receiver
@@ -128,6 +134,47 @@ async def prop_api(
     return await _api(tmp_path, database_url, redis_url, market_data_dir, aiohttp_client, plugins)
 
 
+@pytest.fixture
+async def guarded(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> tuple[Client, dict[str, str]]:
+    """As ``api``, with the plugin's default configuration: the SSRF guard on."""
+    plugins = "[plugins.webhooks]\n"
+    return await _api(tmp_path, database_url, redis_url, market_data_dir, aiohttp_client, plugins)
+
+
+class FakeDns(AbstractResolver):
+    """A resolver answering from ``names`` (host -> addresses), which tests change to
+    play DNS rebinding; other names do not resolve."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.names[host]
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
 def kernel_of(client: Client) -> Kernel:
     return client.app[KERNEL]
 
@@ -200,13 +247,15 @@ async def deliveries_count(kernel: Kernel) -> int:
 
 async def dispatched(kernel: Kernel, expected: int) -> None:
     """Relay the outbox until ``expected`` deliveries exist (the Redis consumer reads
-    the stream on its own task)."""
-    for _ in range(200):
+    the stream on its own task), giving up after a generous deadline on a slow host."""
+    deadline = asyncio.get_running_loop().time() + DISPATCH_DEADLINE_S
+    while True:
         await kernel.relay.drain()
-        if await deliveries_count(kernel) >= expected:
+        count = await deliveries_count(kernel)
+        if count >= expected or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.02)
-    assert await deliveries_count(kernel) == expected
+    assert count == expected
 
 
 def _time(value: str) -> datetime:
@@ -937,15 +986,15 @@ async def test_broker_extension_events_are_subscribable_and_delivered(
     client, staff = api
     kernel = kernel_of(client)
     acme = await partner(client, staff, "default")
-    names = ["payout.rejected", "account.reset", "account.scaled"]
-    assert list(BROKER_EVENTS) == names and EVENT_NAMES[-3:] == BROKER_EVENTS
+    names = ["payout.rejected", "payout.failed", "account.reset", "account.scaled"]
+    assert list(BROKER_EVENTS) == names and EVENT_NAMES[-4:] == BROKER_EVENTS
     for path in (ZT4, STOREFRONT, FXPT):
         created = await subscribe(client, acme, f"{receiver.url}/{path.count('/')}", names, path)
         assert created["events"] == names
     for name in names:
         assert subscribed_names(name) == (name,)
         await emit(kernel, name, account_payload("default", reason="no"))
-    await dispatched(kernel, 9)
+    await dispatched(kernel, 12)
     await service_of(client).drain()
     bodies = [json.loads(r.body) for r in receiver.received]
     assert sorted(b.get("type") or b["event"] for b in bodies) == sorted(names * 3)
@@ -962,6 +1011,115 @@ async def test_the_webhook_routes_are_documented_with_their_scope(
         assert create["security"] == [{"partnerOAuth": ["events:subscribe"]}]
         schema = create["requestBody"]["content"]["application/json"]["schema"]
         assert schema["properties"]["events"]["items"]["enum"] == list(EVENT_NAMES)
-        assert len(EVENT_NAMES) == 22
+        assert len(EVENT_NAMES) == 23
         stats = document["paths"][f"{prefix}/{{id}}/deliveries/stats"]["get"]
         assert sorted(stats["responses"]) == ["200", "401", "403", "404"]
+
+
+async def test_the_ssrf_guard_refuses_urls_that_are_not_public_or_carry_credentials(
+    guarded: tuple[Client, dict[str, str]],
+) -> None:
+    client, staff = guarded
+    acme = await partner(client, staff, "default")
+    service_of(client).guard.resolver = lambda: FakeDns(
+        {
+            "partner.example": ["93.184.216.34"],
+            "intranet.example": ["10.1.2.3"],
+            "mixed.example": ["93.184.216.34", "169.254.169.254"],
+        }
+    )
+    refused = "must not point to a non-public address"
+    cases = {
+        "http://127.0.0.1:8080/hooks": f"{refused} (127.0.0.1, a loopback address)",
+        "http://[::1]/hooks": f"{refused} (::1, a loopback address)",
+        "http://0.0.0.0/": f"{refused} (0.0.0.0, the unspecified address)",
+        "http://169.254.169.254/latest/meta-data": (
+            f"{refused} (169.254.169.254, a link-local address)"
+        ),
+        "http://224.0.0.1/": f"{refused} (224.0.0.1, a multicast address)",
+        "http://192.168.1.20/": f"{refused} (192.168.1.20, a private address)",
+        "http://[::ffff:10.0.0.1]/": f"{refused} (::ffff:a00:1, a private address)",
+        "http://[2002:7f00:1::1]/": f"{refused} (2002:7f00:1::1, a loopback address)",
+        "http://240.0.0.1/": f"{refused} (240.0.0.1, a private address)",
+        "http://100.64.0.1/": f"{refused} (100.64.0.1, not a public address)",
+        "http://intranet.example/hooks": (
+            f"{refused} (intranet.example resolves to 10.1.2.3, a private address)"
+        ),
+        "http://mixed.example/hooks": (
+            f"{refused} (mixed.example resolves to 169.254.169.254, a link-local address)"
+        ),
+        "https://user:pw@partner.example/hooks": "must not contain credentials",
+    }
+    for url, message in cases.items():
+        response = await client.post(
+            ZT4, json={"url": url, "events": ["account.breached"]}, headers=acme
+        )
+        assert (response.status, await response.json()) == (
+            422,
+            {"detail": [{"loc": ["body", "url"], "msg": message, "type": "url"}]},
+        ), url
+    created = await subscribe(client, acme, "https://partner.example/hooks", ["account.breached"])
+    # A name that does not resolve yet is accepted: the delivery-time check applies.
+    later = await subscribe(client, acme, "https://not-yet.example/hooks", ["account.breached"])
+    assert (created["url"], later["url"]) == (
+        "https://partner.example/hooks",
+        "https://not-yet.example/hooks",
+    )
+    response = await client.patch(
+        f"{ZT4}/{created['id']}", json={"url": "http://10.0.0.7/hooks"}, headers=acme
+    )
+    assert (response.status, await response.json()) == (
+        422,
+        {
+            "detail": [
+                {
+                    "loc": ["body", "url"],
+                    "msg": f"{refused} (10.0.0.7, a private address)",
+                    "type": "url",
+                }
+            ]
+        },
+    )
+
+
+async def test_the_ssrf_guard_checks_again_when_delivering(
+    guarded: tuple[Client, dict[str, str]], receiver: Receiver
+) -> None:
+    """DNS rebinding: a name public at subscription time that now resolves to the
+    (loopback) receiver is not called; nor is an address literal once the switch
+    is off. Both attempts fail like a connection error and stay pending for a retry."""
+    client, staff = guarded
+    kernel = kernel_of(client)
+    service = service_of(client)
+    acme = await partner(client, staff, "default")
+    dns = FakeDns({"partner.example": ["93.184.216.34"]})
+    service.guard.resolver = lambda: dns
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    rebound = await subscribe(
+        client, acme, f"http://partner.example:{port}/hooks/a", ["account.breached"]
+    )
+    service.guard.allow_private_networks = True  # as if the switch was on then
+    literal = await subscribe(client, acme, f"{receiver.url}/b", ["account.breached"])
+    service.guard.allow_private_networks = False
+    dns.names["partner.example"] = ["127.0.0.1"]
+
+    await emit(kernel, "account.breached", account_payload("default"))
+    await dispatched(kernel, 2)
+    await service.drain()  # the worker's own pass may have sent them already
+    assert receiver.received == []
+    errors = {}
+    for subscription in (rebound, literal):
+        (delivery,) = await log_of(client, acme, subscription)
+        assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == (
+            "pending",
+            1,
+            None,
+        )
+        errors[subscription["id"]] = delivery["last_error"]
+    assert errors == {
+        rebound["id"]: (
+            f"ClientConnectorDNSError: Cannot connect to host partner.example:{port} "
+            "ssl:default [partner.example resolves to 127.0.0.1, a loopback address]"
+        ),
+        literal["id"]: "Refused to call 127.0.0.1, a loopback address",
+    }

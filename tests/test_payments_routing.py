@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from money_support import balance, ledger_rows, payment_app, staff_as, transaction
-from standardwebhooks import Webhook
-from support import register_trader, staff_headers
+from support import CALLBACK_SECRET, register_trader, signed, staff_headers
 
 from brokerkernel.api.jsonio import loads
 from brokerkernel.kernel.config import closed_schema, redact, validate_section
@@ -21,8 +19,6 @@ from brokerkernel.kernel.plugins import installed_entry_points
 from brokerkernel.kernel.runtime import Kernel
 
 Client = Any
-#: The Standard Webhooks test secret (../shared/data/vendor/vectors.json).
-CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 GATEWAYS = f"""
 [kernel.payments]
 callback_secret = "{CALLBACK_SECRET}"
@@ -61,23 +57,6 @@ async def call(client: Client, method: str, url: str, **kwargs: Any) -> tuple[in
     response = await client.request(method, url, **kwargs)
     text = await response.text()
     return response.status, loads(text) if text else None
-
-
-def signed(
-    body: dict[str, Any], msg_id: str = "msg_1", secret: str = CALLBACK_SECRET
-) -> dict[str, Any]:
-    """A Standard Webhooks signed request (``data`` and ``headers`` for aiohttp)."""
-    data = json.dumps(body)
-    now = datetime.now(UTC)
-    return {
-        "data": data,
-        "headers": {
-            "Content-Type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, now, data),
-        },
-    }
 
 
 async def test_available_gateways_list_enabled_and_installed_ones(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ class RecordingChallenges(ChallengeService):
         self.calls: list[tuple[str, TraderSpec, dict[str, Any]]] = []
         self.accounts: dict[str, dict[str, Any]] = {}
         self.failures = 0
+        self.reads: list[list[str]] = []
 
     async def list_plans(
         self, *, tenant_id: str | None, catalog: bool = False, include_retired: bool = False
@@ -135,10 +136,12 @@ class RecordingChallenges(ChallengeService):
             }
         return self.accounts[external_ref]
 
-    async def get_account(self, account_id: str, *, tenant_id: str | None) -> dict[str, Any]:
+    async def get_accounts(
+        self, account_ids: Sequence[str], *, tenant_id: str | None
+    ) -> dict[str, dict[str, Any]]:
         assert tenant_id is None
-        (account,) = [a for a in self.accounts.values() if a["id"] == account_id]
-        return account
+        self.reads.append(list(account_ids))
+        return {a["id"]: a for a in self.accounts.values() if a["id"] in account_ids}
 
 
 @pytest.fixture
@@ -589,7 +592,7 @@ async def test_a_failed_provisioning_is_retried_and_kept_visible(
         row.lease_until = datetime(2026, 1, 1, tzinfo=UTC)
     second = await service.provisioner.drain()
 
-    assert (first, too_early, second) == (False, 0, 1)
+    assert (first, too_early, second) == (None, 0, 1)
     assert (failed.status, failed.attempts, failed.last_error) == (
         "succeeded",
         1,
@@ -644,6 +647,7 @@ async def test_free_tier_is_provisioned_at_once_within_its_limit(
     )
     listed = await client.get("/v2/payments/prop-accounts", headers=trader)
     assert await listed.json() == [created]
+    assert challenges.reads == [[account["id"]], [account["id"]]]  # the answer, the list
     assert fake.requests == []
     assert await confirmed_events(kernel) == []
 
@@ -709,5 +713,8 @@ async def test_the_whole_flow_provisions_through_the_challenges_plugin(
     }
     assert state["id"].startswith("prop_")
     assert state["plan_id"] == plan["id"]
+    ids = [state["id"], "prop_unknown"]
+    assert await challenges.get_accounts(ids, tenant_id=None) == {state["id"]: state}
+    assert await challenges.get_accounts(ids, tenant_id="acme") == {}
     assert events == ["account.created"]  # once, though the webhook came twice
     assert [kind for kind, _ in rows].count("payment.confirmed") == 1

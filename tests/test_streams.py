@@ -468,6 +468,57 @@ async def test_account_stream_checks_access(
         assert state_of(await anext(source.aiter_sse())) == account("0")
 
 
+async def test_every_answer_carries_the_cors_headers_streams_included(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> None:
+    origin = "https://app.example"
+    kernel = make_kernel(tmp_path, database_url, redis_url, market_data_dir)
+    kernel.kernel_config["cors_origins"] = [origin]
+    client: Client = await aiohttp_client(create_app(kernel))
+    login, trader = await register_trader(client, "cors@test.io")
+    allowed = {"Origin": origin}
+    url = f"/api/crm/accounts/{login}/stream"
+
+    stream = await client.get(url, headers={**trader, **allowed})
+    first = await stream.content.readuntil(b"\n\n")
+    stream.close()
+    plain = await client.get("/api/prices", headers=allowed)
+    refused = await client.get(url, headers=allowed)
+    preflight = await client.options(
+        url, headers={**allowed, "Access-Control-Request-Method": "GET"}
+    )
+    foreign = await client.get("/api/prices", headers={"Origin": "https://other.example"})
+
+    cors = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "X-Request-ID, Retry-After, Deprecation, "
+        "X-Idempotent-Replay, X-RateLimit-Limit, X-RateLimit-Remaining",
+        "Vary": "Origin",
+    }
+
+    def cors_of(response: aiohttp.ClientResponse) -> dict[str, str | None]:
+        return {name: response.headers.get(name) for name in cors}
+
+    assert (stream.status, stream.content_type) == (200, "text/event-stream")
+    assert first.startswith(b"id: 1\nevent: state\ndata: {")
+    assert [r.status for r in (plain, refused, preflight, foreign)] == [200, 401, 204, 200]
+    assert [cors_of(r) for r in (stream, plain, refused, preflight)] == [cors] * 4
+    assert cors_of(foreign) == dict.fromkeys(cors)
+    assert (
+        preflight.headers["Access-Control-Allow-Methods"],
+        preflight.headers["Access-Control-Allow-Headers"],
+        preflight.headers["Access-Control-Max-Age"],
+    ) == (
+        "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        "Authorization, Content-Type, Idempotency-Key, X-Request-ID",
+        "600",
+    )
+
+
 async def test_shutdown_ends_account_streams(client: Client) -> None:
     login, trader = await register_trader(client, "bye@test.io")
     async with aiohttp.ClientSession() as session:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from support import DAY_START_MS, deposit, market_order, register_trader, tick
-from trading_support import get, ledger, positions, send, state, update_group
+from trading_support import add_instrument, get, ledger, positions, send, state, update_group
 
 from brokerkernel.kernel.runtime import Kernel
 
@@ -206,3 +206,49 @@ async def test_audit_log_is_append_only_and_staff_only(
     assert by_trader.status == 403
     assert too_many[0] == 422
     assert len(await get(client, f"/api/backoffice/audit-log?login={login}", staff)) >= 1
+
+
+async def test_positions_finer_than_0_001_lots_close_in_full_and_keep_0_001_open(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """Seed section 11: a partial close is a multiple of 0.001 leaving zero or at least
+    0.001 lots; a full close takes the whole volume whatever its step (an instrument
+    may trade in 0.0001 lots)."""
+    await add_instrument(
+        client,
+        staff,
+        symbol="BTCUSD_X",
+        category="crypto",
+        asset_class="crypto",
+        calc_mode="CFD",
+        base_currency="BTC",
+        digits=2,
+        pip_size=Decimal("1"),
+        contract_size=Decimal("1"),
+        min_lot=Decimal("0.0001"),
+        lot_step=Decimal("0.0001"),
+        margin_rate=Decimal("0.5"),
+    )
+    tick(kernel, "BTCUSD_X", "10000.00", "10000.00", T0 + 100)
+    login, trader = await register_trader(client, "finelots@test.io")
+    await deposit(client, staff, login, "1000")
+    order = await market_order(client, kernel, trader, login, "BTCUSD_X", 0, "0.0015")
+    small = await market_order(client, kernel, trader, login, "BTCUSD_X", 0, "0.0005")
+
+    leaves_too_little = await _close(client, trader, login, order["order"], "0.001")
+    full = await _close(client, trader, login, order["order"])
+    full_small = await _close(client, trader, login, small["order"], "0.0005")
+
+    assert leaves_too_little == (
+        422,
+        {"detail": "volume must leave 0 or at least 0.001 lots open"},
+    )
+    assert full[0] == 200
+    assert (full[1]["volume"], full[1]["margin"], full[1]["parent_order"]) == (
+        Decimal("0.0015"),
+        Decimal("7.5"),
+        None,
+    )
+    assert full_small[0] == 200
+    assert (full_small[1]["volume"], full_small[1]["margin"]) == (Decimal("0.0005"), Decimal("2.5"))
+    assert await positions(client, trader, login) == []

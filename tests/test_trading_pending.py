@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from support import DAY_START_MS, deposit, register_trader, tick
-from trading_support import get, history, ledger, place_pending, positions, send, state
+from support import DAY_START_MS, deposit, market_order, register_trader, tick
+from trading_support import (
+    get,
+    history,
+    ledger,
+    override,
+    place_pending,
+    positions,
+    send,
+    set_mode,
+    state,
+)
 
 from brokerkernel.kernel.runtime import Kernel
 
@@ -295,6 +306,76 @@ async def test_stop_limit_that_gapped_past_its_limit_becomes_a_limit_order(
     assert (position["cmd"], position["open_price"]) == (1, Decimal("1.3895"))
 
 
+@pytest.mark.parametrize(
+    ("cmd", "stop", "limit", "untouched", "touched", "outcome"),
+    [
+        # buy stop-limit: the stop on ask >= 1.39500, then within the limit if ask <= 1.39510
+        (6, "1.39500", "1.39510", ("1.39487", "1.39499"), ("1.39498", "1.39510"), "1.3951"),
+        (6, "1.39500", "1.39510", ("1.39487", "1.39499"), ("1.39499", "1.39511"), 2),
+        # sell stop-limit: the stop on bid <= 1.39000, then within the limit if bid >= 1.38990
+        (7, "1.39000", "1.38990", ("1.39001", "1.39013"), ("1.38990", "1.39002"), "1.3899"),
+        (7, "1.39000", "1.38990", ("1.39001", "1.39013"), ("1.38989", "1.39001"), 3),
+    ],
+)
+async def test_stop_limit_fill_or_conversion_on_both_sides_of_the_limit(
+    client: Client,
+    kernel: Kernel,
+    staff: dict[str, str],
+    cmd: int,
+    stop: str,
+    limit: str,
+    untouched: tuple[str, str],
+    touched: tuple[str, str],
+    outcome: str | int,
+) -> None:
+    """At the limit the stop-limit fills at the quote; one point past it the order
+    becomes a limit order (cmd 2/3) at the limit price (seed section 12)."""
+    login, trader = await _trader(client, staff, f"stoplimit{cmd}{outcome}@test.io")
+    await _place(client, kernel, trader, login, cmd, stop, limit_price=Decimal(limit))
+
+    tick(kernel, "EURUSD", *untouched, T0 + 1000)
+    await kernel.trading.idle()
+    (waiting,) = await get(client, f"/api/customer/orders/pending?login={login}", trader)
+    tick(kernel, "EURUSD", *touched, T0 + 2000)
+    await kernel.trading.idle()
+
+    assert (waiting["status"], waiting["cmd"]) == ("active", cmd)
+    (order,) = await get(client, f"/api/customer/orders/pending?login={login}", trader)
+    opened = await positions(client, trader, login)
+    if isinstance(outcome, str):
+        assert order["status"] == "filled"
+        assert [(p["cmd"], p["open_price"]) for p in opened] == [(cmd % 2, Decimal(outcome))]
+    else:
+        assert opened == []
+        assert (order["status"], order["cmd"], order["trigger_price"], order["limit_price"]) == (
+            "active",
+            outcome,
+            Decimal(limit),
+            None,
+        )
+
+
+async def test_an_active_order_triggers_on_the_groups_current_quote_after_a_spread_change(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """The group's EURUSD markup (2 pips: ask + 0.0001) is removed while a buy limit at
+    1.39200 waits: a raw ask of 1.39200 now reaches it and fills it."""
+    await override(client, staff, "EURUSD", spread=Decimal("2"))
+    login, trader = await _trader(client, staff, "respread@test.io")
+    await _place(client, kernel, trader, login, 2, "1.39200")
+    await override(client, staff, "EURUSD", spread=None)
+    for step in range(100):  # the config change reaches the trading service via the bus
+        tick(kernel, "EURUSD", "1.39188", "1.39200", T0 + 1000 + step)
+        await kernel.relay.drain()
+        await kernel.trading.idle()
+        if await positions(client, trader, login):
+            break
+        await asyncio.sleep(0.05)
+
+    (position,) = await positions(client, trader, login)
+    assert (position["cmd"], position["open_price"]) == (0, Decimal("1.392"))
+
+
 async def test_margin_is_checked_at_execution_and_a_refused_order_is_rejected(
     client: Client, kernel: Kernel, staff: dict[str, str]
 ) -> None:
@@ -467,3 +548,25 @@ async def test_pending_order_fill_carries_sl_tp_and_books_like_a_market_order(
     assert (deal["reason"], deal["profit"]) == ("tp", Decimal("80"))
     account = await state(client, trader, login)
     assert (account["balance"], account["margin_used"]) == (Decimal("10080"), 0)
+
+
+async def test_a_fill_adding_to_a_netting_position_applies_its_sl_tp(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """Netting (MT5): a deal that adds to the symbol's one position sets that position's
+    SL/TP to the order's when the order carries them; one it does not carry is kept."""
+    login, trader = await _trader(client, staff, "netsltp@test.io")
+    assert (await set_mode(client, staff, login, "netting"))[0] == 200
+    await market_order(client, kernel, trader, login, "EURUSD", 0, "0.10")  # at 1.39298
+    await _place(client, kernel, trader, login, 2, "1.39200", tp=Decimal("1.40000"))
+
+    tick(kernel, "EURUSD", "1.39188", "1.39200", T0 + 1000)
+    await kernel.trading.idle()
+
+    (position,) = await positions(client, trader, login)
+    assert (position["volume"], position["open_price"], position["sl"], position["tp"]) == (
+        Decimal("0.2"),
+        Decimal("1.39249"),
+        None,
+        Decimal("1.4"),
+    )

@@ -1,12 +1,15 @@
 """Property: random order/tick sequences keep the books exact.
 
 For any sequence of ticks (crossed ones included), market orders, pending orders and
-full or partial closes on one account:
+full or partial closes on one hedging account, in a group with any hedged-margin policy:
 
 * the balance equals the sum of the ledger's balance deltas (and the last row's
   running total), and the ledger's sequence numbers have no gaps;
-* the margin used equals the sum of the open positions' margins (and of the ledger's
-  margin deltas);
+* the margin used equals the policy's charge computed here independently from the
+  open positions' snapshotted margins, in exact fractions (and the sum of the ledger's
+  margin deltas): per symbol, ``none`` the sum of both sides, ``larger_side`` the
+  larger side, ``rate`` r: the sum minus (1 - r) x min(buy lots, sell lots) x (buy
+  margin / buy lots + sell margin / sell lots), each rounded half-up to the cent;
 * every position opened and every deal closed was filled at a price that was quoted:
   buys at an ask, sells at a bid, closes on the other side; never at a crossed quote.
 """
@@ -14,14 +17,24 @@ full or partial closes on one account:
 from __future__ import annotations
 
 import itertools
-from decimal import Decimal
+from collections.abc import Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from support import DAY_START_MS, deposit, register_trader, tick
-from trading_support import history, ledger, place_pending, positions, state
+from trading_support import (
+    create_group,
+    history,
+    ledger,
+    move_account,
+    place_pending,
+    positions,
+    state,
+)
 
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.storage.models import Position
@@ -59,6 +72,32 @@ pendings = st.tuples(
     st.integers(1, 150),  # points away from the market, on the valid side
 )
 steps = st.lists(st.one_of(ticks, orders, closes, pendings), min_size=1, max_size=30)
+policies = st.sampled_from(
+    [("none", Decimal(1)), ("larger_side", Decimal(1))]
+    + [("rate", Decimal(rate)) for rate in ("0", "0.3", "0.5", "0.77", "1")]
+)
+CENT = Decimal("0.01")
+
+
+def expected_margin(mode: str, rate: Decimal, held: Sequence[Position]) -> Decimal:
+    """The policy's charge of ``held``, exactly (module docstring)."""
+    legs: dict[str, list[Fraction]] = {}  # symbol: [buy lots, buy margin, sell lots, sell margin]
+    for position in held:
+        leg = legs.setdefault(position.symbol, [Fraction(0)] * 4)
+        at = 0 if position.cmd == 0 else 2
+        leg[at] += Fraction(position.volume)
+        leg[at + 1] += Fraction(position.margin)
+    total = Decimal(0)
+    for buy_lots, buy_margin, sell_lots, sell_margin in legs.values():
+        charge = buy_margin + sell_margin
+        if mode == "larger_side":
+            charge = max(buy_margin, sell_margin)
+        elif mode == "rate" and buy_lots and sell_lots:
+            per_lot = buy_margin / buy_lots + sell_margin / sell_lots
+            charge -= (1 - Fraction(rate)) * min(buy_lots, sell_lots) * per_lot
+        exact = Decimal(charge.numerator) / Decimal(charge.denominator)
+        total += exact.quantize(CENT, rounding=ROUND_HALF_UP)
+    return total
 
 
 async def _run(
@@ -123,11 +162,21 @@ async def _run(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plan=steps)
+@given(plan=steps, policy=policies)
 async def test_random_sequences_keep_ledger_margin_and_fills_exact(
-    client: Client, kernel: Kernel, staff: dict[str, str], plan: list[Any]
+    client: Client,
+    kernel: Kernel,
+    staff: dict[str, str],
+    plan: list[Any],
+    policy: tuple[str, Decimal],
 ) -> None:
-    login, trader = await register_trader(client, f"prop{next(ACCOUNTS)}@test.io")
+    number = next(ACCOUNTS)
+    mode, rate = policy
+    group = await create_group(
+        client, staff, name=f"prop{number}", hedged_margin_mode=mode, hedged_margin_rate=rate
+    )
+    login, trader = await register_trader(client, f"prop{number}@test.io")
+    await move_account(client, staff, login, group["id"])
     await deposit(client, staff, login, "10000")
 
     quoted = await _run(client, kernel, trader, login, plan)
@@ -138,10 +187,8 @@ async def test_random_sequences_keep_ledger_margin_and_fills_exact(
     assert sum((e["balance_delta"] for e in events), Decimal(0)) == account["balance"]
     assert events[-1]["balance_after"] == account["balance"]
     async with kernel.db.read() as session:
-        margins = (
-            await session.scalars(select(Position.margin).where(Position.login == login))
-        ).all()
-    assert sum(margins, Decimal(0)) == account["margin_used"]
+        held = (await session.scalars(select(Position).where(Position.login == login))).all()
+    assert expected_margin(mode, rate, held) == account["margin_used"]
     assert sum((e["margin_delta"] for e in events), Decimal(0)) == account["margin_used"]
     asks = {s: {ask for _, ask in q} for s, q in quoted.items()}
     bids = {s: {bid for bid, _ in q} for s, q in quoted.items()}

@@ -167,3 +167,19 @@ async def test_stop_hit_at_a_gap_fills_at_the_gapped_quote_not_the_stop(
         Decimal("1.385"),
         Decimal("-79.8"),
     )
+
+
+async def test_stops_are_not_validated_against_a_stale_quote(
+    client: Client, kernel: Kernel, staff: dict[str, str]
+) -> None:
+    """Like pending orders (seed section 12), SL/TP are validated against a fresh quote:
+    one older than the instrument's ``stale_threshold_ms`` is refused with 409."""
+    login, trader, ticket = await _open(client, kernel, staff, "stalestops@test.io", 0)
+    tick(kernel, "XAUUSD", "1290.10", "1290.50", T0 + 10_001)  # EURUSD is now stale
+
+    assert await _sltp(client, trader, login, ticket, sl=Decimal("1.39000")) == (
+        409,
+        {"detail": "No fresh quote"},
+    )
+    (position,) = await positions(client, trader, login)
+    assert (position["sl"], position["tp"]) == (None, None)

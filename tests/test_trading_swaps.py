@@ -25,6 +25,7 @@ from trading_support import create_group, get, history, ledger, move_account, po
 
 from brokerkernel.api.app import create_app
 from brokerkernel.kernel.config import ConfigError
+from brokerkernel.kernel.pricing import ConversionUnavailable
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.storage.seed import DEFAULT_GROUP_ID
 from brokerkernel.kernel.trading.swaps import RolloverSchedule, nights
@@ -224,6 +225,34 @@ async def test_closing_after_a_missed_rollover_charges_it_first(
     assert deal["swap"] == 42
     assert [amount for amount, _, _ in await _swaps(client, staff, login)] == [Decimal("42")]
     assert (await history(client, trader, login))[0]["swap"] == Decimal("42")
+
+
+async def test_a_rollover_without_a_conversion_rate_stays_due_until_one_is_quoted(
+    client: Client, kernel: Kernel, staff: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No FX quote converts the swap at a rollover (e.g. the catch-up right after a
+    restart): nothing is charged and the rollover stays due; the next settlement
+    charges it with its own night count, then the later ones."""
+    login, trader = await _swapping_trader(client, staff, "norate@test.io", ("points", "7", "0"))
+    order = await market_order(client, kernel, trader, login, "EURUSD", 0, "2")
+
+    def no_rate(*_args: Any, **_kwargs: Any) -> Decimal:
+        raise ConversionUnavailable("no quote converts USD to USD")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel.trading.valuation, "profit_rate", no_rate)
+        tick(kernel, "EURUSD", *_day(THU))  # rollover Thu 00:00 (Wednesday x3): no rate
+        await kernel.trading.idle()
+    assert await _swaps(client, staff, login) == []
+    tick(kernel, "EURUSD", *_day(FRI))  # rollover Fri 00:00: both are charged now
+    await kernel.trading.idle()
+
+    assert await _swaps(client, staff, login) == [
+        (Decimal("42"), str(order["order"]), "2014-05-09"),
+        (Decimal("14"), str(order["order"]), "2014-05-09"),
+    ]
+    (position,) = await positions(client, trader, login)
+    assert position["swap"] == Decimal("56")
 
 
 @pytest.fixture

@@ -81,6 +81,38 @@ def test_futures_margin_is_lots_initial_margin_rate_and_profit_in_ticks() -> Non
     assert profit(FUTURES, -1, Decimal(3), Decimal("4500.25"), Decimal("4510.75")) == Decimal(-1575)
 
 
+def test_leverage_caps_margin_only_on_forex_and_cfdleverage_after_conversion() -> None:
+    """margin = notional in account currency x max(margin_rate, 1 / leverage) on the
+    leveraged modes, x margin_rate on the others (margin.py table)."""
+    eurusd = replace(
+        INDEX,
+        symbol="EURUSD",
+        calc_mode="FOREX",
+        contract_size=Decimal(100_000),
+        margin_rate=Decimal("0.01"),
+        base_currency="EUR",
+    )
+    gold = replace(INDEX, symbol="XAUUSD", calc_mode="CFD", contract_size=Decimal(100))
+    gold = replace(gold, margin_rate=Decimal("0.01"), base_currency="XAU")
+
+    def eur_at_1_1(amount: Decimal, currency: str) -> Decimal:
+        return amount * Decimal("1.1") if currency == "EUR" else amount
+
+    def margin(terms: SymbolTerms, mode: str, leverage: int) -> Decimal:
+        return required_margin(
+            replace(terms, calc_mode=mode), Decimal(2), Decimal(2000), leverage, eur_at_1_1
+        )
+
+    # 2 lots x 100,000 EUR = 220,000 USD: 1:50 -> 2% (4,400), 1:500 -> the 1% rate (2,200)
+    assert notional(eurusd, Decimal(2), Decimal("1.3")) == (Decimal(200_000), "EUR")
+    assert (margin(eurusd, "FOREX", 50), margin(eurusd, "FOREX", 500)) == (4400, 2200)
+    assert margin(eurusd, "FOREX_NO_LEVERAGE", 50) == 2200
+    # 2 lots x 100 x 2,000 = 400,000 USD: 1:50 -> 8,000 on CFDLEVERAGE, 4,000 on CFD
+    assert notional(gold, Decimal(2), Decimal(2000)) == (Decimal(400_000), "USD")
+    assert (margin(gold, "CFDLEVERAGE", 50), margin(gold, "CFDLEVERAGE", 200)) == (8000, 4000)
+    assert margin(gold, "CFD", 50) == 4000
+
+
 def test_tick_modes_without_their_terms_are_refused() -> None:
     with pytest.raises(ValueError, match="US500: CFDINDEX needs tick_size and tick_price"):
         notional(replace(INDEX, tick_size=None), Decimal(1), Decimal(1))

@@ -174,22 +174,11 @@ def _decimal(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-def _path_error(name: str, msg: str) -> ApiError:
-    return ApiError(422, [{"loc": ["path", name], "msg": msg, "type": "format"}])
-
-
-def _login(request: web.Request) -> int:
-    try:
-        return int(request.match_info["login"])
-    except ValueError as exc:
-        raise _path_error("login", "must be an integer") from exc
-
-
 def path_uuid(request: web.Request, name: str = "id") -> str:
     """A UUID path parameter (a transaction's or a rule's id); 422 when it is not one."""
     value = request.match_info[name]
     if not re.fullmatch(UUID_PATTERN, value):
-        raise _path_error(name, "must be a UUID")
+        raise ApiError(422, [{"loc": ["path", name], "msg": "must be a UUID", "type": "format"}])
     return value
 
 
@@ -251,7 +240,7 @@ async def ledger(request: web.Request) -> web.Response:
     """Ledger events of an account, newest first; filters event_type, from_date,
     to_date; ``limit`` (max 500) and ``offset`` page; ``X-Total-Count`` all matches."""
     require_staff(request, "view_customers")
-    login = _login(request)
+    login = validation.path_int(request, "login")
     limit = validation.query_int(request, "limit", default=100, minimum=1, maximum=500)
     offset = validation.query_int(request, "offset", default=0, minimum=0)
     event_type = validation.query_enum(request, "event_type", LEDGER_TYPES)
@@ -297,7 +286,7 @@ async def _count(session: AsyncSession, query: Select[Any]) -> int:
 async def ledger_summary_view(request: web.Request) -> web.Response:
     """Totals per kind over an optional time window (seed section 7), account currency."""
     require_staff(request, "view_customers")
-    login = _login(request)
+    login = validation.path_int(request, "login")
     from_date, to_date = _date(request, "from_date"), _date(request, "to_date")
     db = request.app[KERNEL].db
     async with db.read() as session:

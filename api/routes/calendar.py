@@ -24,7 +24,7 @@ from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
-from brokerkernel.api.validation import decimal_schema
+from brokerkernel.api.validation import FieldErrors, decimal_schema, query_error
 from brokerkernel.kernel.marketdata.calendar import IMPACTS
 
 if TYPE_CHECKING:
@@ -81,11 +81,7 @@ QUERY_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error(name: str, msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": ["query", name], "msg": msg, "type": kind}
-
-
-def _date(request: web.Request, name: str, errors: list[dict[str, Any]]) -> date | None:
+def _date(request: web.Request, name: str, errors: FieldErrors) -> date | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -94,7 +90,7 @@ def _date(request: web.Request, name: str, errors: list[dict[str, Any]]) -> date
             raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError:
-        errors.append(_error(name, "must be a date YYYY-MM-DD", "date"))
+        errors.append(query_error(name, "must be a date YYYY-MM-DD", "date"))
         return None
 
 
@@ -108,20 +104,18 @@ def _date(request: web.Request, name: str, errors: list[dict[str, Any]]) -> date
 async def list_events(request: web.Request) -> web.Response:
     """Events between two UTC dates (inclusive), by time, filtered by currency and impact."""
     kernel = request.app[KERNEL]
-    errors: list[dict[str, Any]] = []
+    errors: FieldErrors = []
     start = _date(request, "from", errors) or kernel.clock.now().date()
     end = _date(request, "to", errors) or start + timedelta(days=DEFAULT_DAYS)
     if not errors and end < start:
-        errors.append(_error("to", "must not be before from", "range"))
+        errors.append(query_error("to", "must not be before from", "range"))
     currencies = None
     raw_currency = request.query.get("currency")
     if raw_currency:
         currencies = [c.strip().upper() for c in raw_currency.split(",") if c.strip()]
         if not currencies or not all(_CURRENCY.match(c) for c in currencies):
-            errors.append(_error("currency", "must be ISO currency codes: USD,EUR", "pattern"))
-    impact = request.query.get("impact")
-    if impact is not None and impact not in QUERY_IMPACTS:
-        errors.append(_error("impact", "must be 'high' or 'medium'", "enum"))
+            errors.append(query_error("currency", "must be ISO currency codes: USD,EUR", "pattern"))
+    impact = validation.query_enum(request, "impact", QUERY_IMPACTS, errors=errors)
     if errors:
         raise ApiError(422, errors)
     events = kernel.calendar.events_between(

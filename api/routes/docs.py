@@ -1,8 +1,9 @@
 """API documentation: ``GET /openapi.json`` and Swagger UI at ``GET /docs`` (public).
 
 The OpenAPI 3.1 document is built from the router on the first request
-(:func:`brokerkernel.api.openapi.build_document`; the router is frozen by then, so
-it is built once per app). Swagger UI 5 is served from the pinned ``swagger-ui-py``
+(:func:`brokerkernel.api.openapi.build_document`) and its encoded JSON body kept for
+every later one: the router is frozen by then, so it is built and encoded once per
+app and never invalidated. Swagger UI 5 is served from the pinned ``swagger-ui-py``
 distribution's ``static`` folder under ``/docs/static/`` — no CDN, nothing fetched
 at run time.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from brokerkernel.api.jsonio import respond
+from brokerkernel.api.jsonio import dumps
 from brokerkernel.api.openapi import build_document, operation
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def swagger_ui_static() -> Path:
 
 @dataclass(slots=True)
 class _Cache:
-    document: dict[str, Any] | None = None
+    body: bytes | None = None
+    """The document as UTF-8 JSON (:func:`~brokerkernel.api.jsonio.dumps`)."""
 
 
 DOCUMENT = web.AppKey("openapi_document", _Cache)
@@ -72,9 +74,9 @@ DOCUMENT = web.AppKey("openapi_document", _Cache)
 async def openapi_json(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of every route, plugin routes included."""
     cache = request.app[DOCUMENT]
-    if cache.document is None:
-        cache.document = build_document(request.app)
-    return respond(cache.document)
+    if cache.body is None:
+        cache.body = dumps(build_document(request.app)).encode()
+    return web.Response(body=cache.body, content_type="application/json", charset="utf-8")
 
 
 @operation(

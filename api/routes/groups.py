@@ -26,6 +26,7 @@ from brokerkernel.api.validation import decimal_schema
 from brokerkernel.kernel.storage.models import Group, GroupInstrument
 from brokerkernel.kernel.trading import groups
 from brokerkernel.kernel.trading.instruments import SWAP_TYPES
+from brokerkernel.kernel.trading.margin import HEDGED_MARGIN_MODES
 
 if TYPE_CHECKING:
     from brokerkernel.api.app import Router
@@ -58,6 +59,22 @@ GROUP_PROPERTIES: dict[str, Any] = {
         "when net_max_exposure.",
     ),
     "net_max_exposure": {"type": "boolean"},
+    "hedged_margin_mode": {
+        "enum": list(HEDGED_MARGIN_MODES),
+        "description": "Broker extension: margin of a hedging account's opposite positions "
+        "per symbol. larger_side (default; cTrader): the larger of the buy and sell sides' "
+        "margins; rate (MT5): the hedged volume min(buy lots, sell lots) of each side at "
+        "hedged_margin_rate x its margin, the rest in full; none: every position in full. "
+        "Changing it recomputes the margin used of the group's hedging accounts.",
+    },
+    "hedged_margin_rate": {
+        **decimal_schema(
+            minimum=0,
+            description="Broker extension: fraction (0..1) of margin charged on hedged "
+            "volume in rate mode; 1 no relief, 0.5 a fully hedged pair costs one leg.",
+        ),
+        "maximum": 1,
+    },
 }
 CREATE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -135,6 +152,8 @@ GROUP_FIELDS = (
     "is_default",
     "max_exposure",
     "net_max_exposure",
+    "hedged_margin_mode",
+    "hedged_margin_rate",
     "is_active",
     "created_at",
 )
@@ -142,7 +161,8 @@ OVERRIDE_JSON_FIELDS = ("group_id", "symbol", *groups.OVERRIDE_FIELDS, *groups.S
 
 
 def group_json(group: Group) -> dict[str, Any]:
-    """Every seed field of the group plus ``id``, ``is_active`` and ``created_at``."""
+    """Every seed field of the group plus ``id``, ``is_active``, ``created_at`` and the
+    hedged-margin policy (``hedged_margin_mode``, ``hedged_margin_rate``)."""
     return {name: getattr(group, name) for name in GROUP_FIELDS}
 
 
@@ -305,7 +325,8 @@ async def swap_rates(request: web.Request) -> web.Response:
     security="staff:manage_groups",
 )
 async def reassign_account(request: web.Request) -> web.Response:
-    """Move an account to another group; open positions keep their snapshotted terms."""
+    """Move an account to another group; open positions keep their snapshotted terms,
+    a hedging account's margin used becomes the new group's hedged-margin charge."""
     require_staff(request, "manage_groups")
     login = validation.path_int(request, "login")
     data = await validation.body(request, REASSIGN_SCHEMA)

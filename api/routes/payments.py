@@ -15,13 +15,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 
 from brokerkernel.api import validation
 from brokerkernel.api.auth import principal, require_staff
 from brokerkernel.api.errors import ApiError, forbidden, not_found
-from brokerkernel.api.jsonio import loads, respond
+from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
 from brokerkernel.api.routes.backoffice import MONEY, OPTIONAL_MONEY, path_uuid
@@ -308,18 +306,7 @@ async def payment_callback(request: web.Request) -> web.Response:
     secret = kernel.kernel_config["payments"]["callback_secret"]
     if not secret:
         raise not_found("Not Found")
-    body = await request.read()
-    try:
-        Webhook(secret).verify(body, dict(request.headers), json_parse=False)
-    except (WebhookVerificationError, ValueError) as exc:
-        raise ApiError(401, "Invalid signature") from exc
-    try:
-        data = loads(body.decode())
-    except ValueError as exc:
-        raise ApiError(
-            422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json"}]
-        ) from exc
-    validation.check(CALLBACK_SCHEMA, data, "body")
+    data = await validation.signed_body(request, secret, CALLBACK_SCHEMA)
     update = PaymentUpdate(
         cashier_id=data["cashier_id"],
         status=data["status"],

@@ -20,9 +20,10 @@ from sqlalchemy import select
 from brokerkernel.api import validation
 from brokerkernel.api.auth import require_staff
 from brokerkernel.api.errors import ApiError, not_found
-from brokerkernel.api.jsonio import loads, respond
+from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
+from brokerkernel.api.validation import FieldErrors, query_error
 from brokerkernel.kernel.marketdata import bars as bar_store
 from brokerkernel.kernel.marketdata.bars import TIMEFRAMES, utc_ms
 from brokerkernel.kernel.marketdata.health import freshness, list_outages
@@ -78,15 +79,6 @@ def is_servable(kernel: Kernel, symbol: str) -> bool:
     )
 
 
-def _query_errors(request: web.Request, check: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a :mod:`validation` query check; its 422 details are returned, not raised."""
-    try:
-        return check(request, *args, **kwargs), []
-    except ApiError as exc:
-        assert exc.text is not None
-        return None, list(loads(exc.text)["detail"])
-
-
 # --- latest prices -----------------------------------------------------------------------
 
 
@@ -126,7 +118,7 @@ async def one_price(request: web.Request) -> web.Response:
 # --- history --------------------------------------------------------------------------------
 
 
-def _time_query(request: web.Request, name: str, errors: list[dict[str, Any]]) -> int | None:
+def _time_query(request: web.Request, name: str, errors: FieldErrors) -> int | None:
     """An ISO 8601 time (UTC when it has no offset) or UNIX seconds, as UTC ms."""
     raw = request.query.get(name, "").strip()
     if not raw:
@@ -136,13 +128,7 @@ def _time_query(request: web.Request, name: str, errors: list[dict[str, Any]]) -
             return int(raw) * 1000
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except (ValueError, OverflowError):
-        errors.append(
-            {
-                "loc": ["query", name],
-                "msg": "must be an ISO 8601 time or UNIX seconds",
-                "type": "datetime",
-            }
-        )
+        errors.append(query_error(name, "must be an ISO 8601 time or UNIX seconds", "datetime"))
         return None
     return utc_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
@@ -176,30 +162,24 @@ async def price_history(request: web.Request) -> web.Response:
     symbol neither the catalog nor a feed knows. ``time`` is the bar's open in UNIX
     seconds; ``volume`` its tick count."""
     kernel = request.app[KERNEL]
-    errors: list[dict[str, Any]] = []
+    errors: FieldErrors = []
     raw_symbol = request.query.get("symbol", "").strip()
     if not raw_symbol:
-        errors.append({"loc": ["query", "symbol"], "msg": "field required", "type": "required"})
+        errors.append(query_error("symbol", "field required", "required"))
     timeframe = request.query.get("timeframe", "M1").strip().upper() or "M1"
     if timeframe not in TIMEFRAMES:
-        errors.append(
-            {
-                "loc": ["query", "timeframe"],
-                "msg": f"must be one of {', '.join(TIMEFRAMES)}",
-                "type": "enum",
-            }
-        )
+        errors.append(query_error("timeframe", f"must be one of {', '.join(TIMEFRAMES)}", "enum"))
     from_ms = _time_query(request, "from", errors)
     to_ms = _time_query(request, "to", errors)
     if from_ms is not None and to_ms is not None and from_ms > to_ms:
-        errors.append({"loc": ["query", "from"], "msg": "must not be after to", "type": "range"})
+        errors.append(query_error("from", "must not be after to", "range"))
     default, maximum = HISTORY_LIMIT
-    limit, limit_errors = _query_errors(
-        request, validation.query_int, "limit", default=default, minimum=1, maximum=maximum
+    limit = validation.query_int(
+        request, "limit", default=default, minimum=1, maximum=maximum, errors=errors
     )
-    errors += limit_errors
     if errors:
         raise ApiError(422, errors)
+    assert limit is not None
     symbol = normalise_symbol(raw_symbol)
     market_data = kernel.market_data
     if not market_data.instruments.known(symbol) and symbol not in feed_symbols(kernel):

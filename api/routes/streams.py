@@ -99,7 +99,7 @@ def _connect_query(request: web.Request) -> tuple[list[str], float | None]:
     listing both when malformed."""
     symbols = [s for s in request.query.get("symbols", "").split(",") if s.strip()]
     raw_rate = request.query.get("max_rate_hz")
-    errors = []
+    errors: validation.FieldErrors = []
     rate: float | None = None
     if raw_rate is not None:
         try:
@@ -107,15 +107,9 @@ def _connect_query(request: web.Request) -> tuple[list[str], float | None]:
         except ValueError:
             rate = -1.0
         if not rate >= 0:  # also NaN
-            errors.append(
-                {
-                    "loc": ["query", "max_rate_hz"],
-                    "msg": "must be a number >= 0",
-                    "type": "minimum",
-                }
-            )
+            errors.append(validation.query_error("max_rate_hz", "must be a number >= 0", "minimum"))
     if len(symbols) > request.app[PRICE_HUB].max_symbols:
-        errors.append({"loc": ["query", "symbols"], "msg": "too many symbols", "type": "maxItems"})
+        errors.append(validation.query_error("symbols", "too many symbols", "maxItems"))
     if errors:
         raise ApiError(422, errors)
     return symbols, rate
@@ -257,14 +251,10 @@ async def _authenticate_query_token(request: web.Request) -> None:
 
 
 def _stream_headers(request: web.Request) -> dict[str, str]:
-    """Headers set before the stream starts (the gateway's come too late for it)."""
-    headers = {REQUEST_ID: request[REQUEST_ID_KEY]} if REQUEST_ID_KEY in request else {}
-    if request.match_info.route.resource is not None and (
-        request.match_info.route.resource.canonical == SSE_LEGACY_PATH
-    ):
-        headers["Deprecation"] = "true"
-        headers["Link"] = f'<{SSE_PATH}>; rel="successor-version"'
-    return headers
+    """``X-Request-ID``, set before the stream starts: the gateway sets it on the
+    handler's answer, too late for a stream (``Deprecation`` on the legacy path and
+    the CORS headers are set by ``on_response_prepare`` handlers, streams included)."""
+    return {REQUEST_ID: request[REQUEST_ID_KEY]} if REQUEST_ID_KEY in request else {}
 
 
 @operation(

@@ -94,9 +94,21 @@ def signature(document: Mapping[str, Any], fields: Sequence[str], secret: str) -
     return hashlib.sha384(text.encode()).hexdigest()
 
 
-def parse(body: bytes) -> Any:
-    """JSON with decimal fractions kept as their exact text (what Praxis signed)."""
-    return json.loads(body, parse_float=str)
+def verified(body: bytes, given: str, fields: Sequence[str], secret: str) -> dict[str, Any]:
+    """The JSON object ``body`` (decimal fractions kept as their exact text: what Praxis
+    signed) once its ``GT-Authentication`` value ``given`` matches the
+    :func:`signature` of its ``fields`` (constant-time compare); ValueError saying why
+    not: ``body is not JSON``, ``body is not a JSON object`` or ``invalid
+    GT-Authentication signature``."""
+    try:
+        document = json.loads(body, parse_float=str)
+    except ValueError as exc:
+        raise ValueError("body is not JSON") from exc
+    if not isinstance(document, dict):
+        raise ValueError("body is not a JSON object")
+    if not hmac.compare_digest(signature(document, fields, secret), given.strip().lower()):
+        raise ValueError(f"invalid {HEADER} signature")
+    return document
 
 
 class PraxisGateway:
@@ -147,14 +159,9 @@ class PraxisGateway:
         if not given:
             raise CallbackRejected(f"missing {HEADER} header")
         try:
-            document = parse(body)
+            document = verified(body, given, NOTIFICATION_FIELDS, self._secret)
         except ValueError as exc:
-            raise CallbackRejected("notification is not JSON") from exc
-        if not isinstance(document, dict):
-            raise CallbackRejected("notification is not a JSON object")
-        expected = signature(document, NOTIFICATION_FIELDS, self._secret)
-        if not hmac.compare_digest(expected, given.strip().lower()):
-            raise CallbackRejected(f"invalid {HEADER} signature")
+            raise CallbackRejected(str(exc)) from exc
         if (document.get("merchant_id"), document.get("application_key")) != (
             self._merchant_id,
             self._application_key,
@@ -239,12 +246,6 @@ class PraxisGateway:
         except TimeoutError as exc:
             raise GatewayError(f"{path} timed out") from exc
         try:
-            reply = parse(raw)
+            return verified(raw, given, response_fields, self._secret)
         except ValueError as exc:
-            raise GatewayError(f"{path} answered non-JSON") from exc
-        if not isinstance(reply, dict):
-            raise GatewayError(f"{path} answered non-object JSON")
-        expected = signature(reply, response_fields, self._secret)
-        if not hmac.compare_digest(expected, given.strip().lower()):
-            raise GatewayError(f"{path} response {HEADER} signature invalid")
-        return reply
+            raise GatewayError(f"{path} response: {exc}") from exc

@@ -18,7 +18,6 @@ override from the root down to the user's own team (the deepest override wins).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from brokerkernel.kernel.identity.models import (
 )
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.models import Role, StaffUser
+from brokerkernel.kernel.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,8 @@ class RbacCache:
         self._task = asyncio.create_task(self._poll_forever(), name="rbac-cache-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def load(self) -> None:
         """Read every RBAC table into a new snapshot; marks the cache healthy."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from sqlalchemy import BigInteger, Integer, String, UniqueConstraint, func, sele
 from sqlalchemy.orm import Mapped, mapped_column
 
 from brokerkernel.kernel.storage.models import Base
+from brokerkernel.kernel.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -248,11 +248,8 @@ class EconomicCalendar:
         self._task = asyncio.create_task(self._watch(), name="economic-calendar-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def refresh(self) -> bool:
         """Reload when the table changed since the last load (another process

@@ -6,9 +6,9 @@ feeds and writes bars and outages; the key expires ``ttl_s`` after its holder st
 renewing it (every ``ttl_s / 3``), and another process then takes the feeds over. The
 leader relays every tick it accepts on :data:`TICKS_CHANNEL`; the others publish the
 ticks into their own quote book, so every process holds the same prices and the same
-market time. Account-change notices (a login whose state changed, from the domain
-event of the change) go to every process on :data:`ACCOUNTS_CHANNEL`, where the live
-account streams pick them up.
+market time. Account-change notices (the logins whose state changed, from the domain
+events of the change: one message per event batch, logins comma-separated) go to
+every process on :data:`ACCOUNTS_CHANNEL`, where the live account streams pick them up.
 
 Without Redis there is one process: it leads, and notices are delivered in-process.
 Pub/sub is at most once: a process that reconnects misses what was sent meanwhile
@@ -25,11 +25,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from brokerkernel.kernel.pricing import Quote, QuoteBook
+from brokerkernel.kernel.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -91,11 +92,8 @@ class FeedLeadership:
 
     async def stop(self) -> None:
         """Stop renewing and hand the lock back, so another process takes over at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self._redis is not None and self.is_leader:
             with contextlib.suppress(Exception):
                 await self._redis.eval(_RELEASE, 1, LEADER_KEY, self._identity)
@@ -145,7 +143,7 @@ class ClusterChannel:
     Ticks: :meth:`on_tick` (a :class:`QuoteBook` subscriber) queues every tick this
     process accepted from its own sources; a task publishes the queue in one message
     per event-loop pass. Ticks from other processes are published into ``quotes``
-    (and are not relayed again). Account notices: :meth:`account_changed` reaches
+    (and are not relayed again). Account notices: :meth:`accounts_changed` reaches
     every process's :meth:`on_account_change` listeners, this one's included.
     """
 
@@ -169,12 +167,17 @@ class ClusterChannel:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    async def account_changed(self, login: int) -> None:
-        """Tell every process that ``login``'s state changed."""
+    async def accounts_changed(self, logins: Collection[int]) -> None:
+        """Tell every process that the state of ``logins`` changed: each listener gets
+        each login once, in the given order. With Redis one ``PUBLISH`` carries them
+        all (comma-separated), whatever their number."""
+        if not logins:
+            return
         if self._redis is None:
-            self._deliver(login)
+            for login in logins:
+                self._deliver(login)
         else:
-            await self._redis.publish(self._accounts_channel, str(login))
+            await self._redis.publish(self._accounts_channel, ",".join(map(str, logins)))
 
     def _deliver(self, login: int) -> None:
         for listener in self._listeners:
@@ -201,9 +204,7 @@ class ClusterChannel:
 
     async def stop(self) -> None:
         """Stop relaying and listening (ticks not yet relayed are dropped)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _publish(self) -> None:
@@ -238,7 +239,8 @@ class ClusterChannel:
             return
         data = message["data"]
         if message["channel"] == self._accounts_channel:
-            self._deliver(int(data))
+            for login in data.split(","):
+                self._deliver(int(login))
             return
         payload = json.loads(data)
         if payload["origin"] == self._identity:

@@ -4,15 +4,15 @@ Subscribes the bar builder, the outage detector and the cluster tick relay to th
 kernel's quote book, decides with :class:`~.cluster.FeedLeadership` whether this
 process runs the price feeds, and — while it leads — writes changed bars and outages
 every ``bar_flush_interval_s`` in one transaction. Account-change notices are derived
-from domain events that name a ``login`` and go to every process
-(:class:`~.cluster.ClusterChannel`).
+from domain events that name a ``login``, one notice per event batch, and go to every
+process (:class:`~.cluster.ClusterChannel`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from brokerkernel.kernel.cache import RedisCache
@@ -22,6 +22,7 @@ from brokerkernel.kernel.marketdata.bars import Bar, BarBuilder
 from brokerkernel.kernel.marketdata.cluster import ClusterChannel, FeedLeadership, process_identity
 from brokerkernel.kernel.marketdata.health import InstrumentIndex, OutageDetector
 from brokerkernel.kernel.pricing import FxConverter
+from brokerkernel.kernel.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from brokerkernel.kernel.events import DomainEvent
@@ -75,6 +76,7 @@ class MarketData:
             self.bars.resume(await bar_store.latest_bars(session))
             self.outages.resume(await health.open_outages(session))
         self._kernel.bus.subscribe(self._on_event)
+        self._kernel.bus.subscribe_batch(self._on_events)
         await self.cluster.start()
         await self.leadership.start()
         self._tasks = [
@@ -84,9 +86,7 @@ class MarketData:
 
     async def stop(self) -> None:
         """Write what is pending (when leading), leave the cluster."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.is_leader:
             await self.flush()
@@ -133,11 +133,20 @@ class MarketData:
         elif not leading:
             await kernel.stop_feeds()
 
+    async def _on_events(self, events: Sequence[DomainEvent]) -> None:
+        """Batch bus handler: every domain event naming a ``login`` changed that
+        account; the batch's logins (each once, first-seen order) go out in one notice
+        (with Redis one ``PUBLISH`` per batch instead of one per event)."""
+        logins = dict.fromkeys(
+            int(login)
+            for event in events
+            if isinstance(login := event.payload.get("login"), int)
+            or (isinstance(login, str) and login.isdigit())
+        )
+        await self.cluster.accounts_changed(list(logins))
+
     async def _on_event(self, event: DomainEvent) -> None:
-        """Bus handler: a domain event naming a ``login`` changed that account."""
-        login = event.payload.get("login")
-        if isinstance(login, int) or (isinstance(login, str) and login.isdigit()):
-            await self.cluster.account_changed(int(login))
+        """Bus handler: a catalog change reloads the instrument index."""
         if event.type == CONFIG_CHANGED:
             async with self._kernel.db.read() as session:
                 await self.instruments.load(session)

@@ -13,6 +13,13 @@ nothing, APPROVED moves the money once (the transaction row is locked, and the l
 key ``deposit:<id>`` is unique), and an update that contradicts a final status is
 recorded as a conflict without changing anything. Every update received is kept in
 ``payment_callbacks`` with its outcome.
+
+Updates are group-committed (:class:`~brokerkernel.kernel.money.batching.LedgerBatcher`,
+one per service): concurrent updates, a callback storm, share one unit of work and
+one commit. Each is still all or nothing: its transaction row change, ledger and
+audit rows, outbox event and callback log commit together or, should it fail, not
+at all (the batch is then retried update by update). Chargebacks and refunds, which
+lock the account themselves, are committed one by one.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from brokerkernel.kernel.descriptors import (
     PaymentGateway,
     PaymentUpdate,
 )
+from brokerkernel.kernel.money.batching import LedgerBatcher, Posting
 from brokerkernel.kernel.money.models import PaymentCallback, PaymentRoute
 from brokerkernel.kernel.money.transactions import (
     CHARGEBACK,
@@ -109,6 +117,7 @@ class PaymentService:
         self.gateways = dict(gateways)
         self.default_gateway = default_gateway
         self.plugins_enabled = frozenset(plugins_enabled)
+        self.batcher = LedgerBatcher(db)
 
     def available(self) -> list[tuple[PaymentGateway, bool]]:
         """Every known gateway and whether it is enabled (seed section 9): the enabled
@@ -381,18 +390,24 @@ class PaymentService:
 
     async def apply(self, update: PaymentUpdate, gateway: str) -> CallbackOutcome:
         """Apply one provider update to its transaction (found by ``cashier_id``) and
-        log it; idempotent (see the module docstring). ``gateway`` names the source."""
+        log it, in a unit of work shared with concurrent updates (chargebacks and
+        refunds: of its own; see the module docstring); idempotent. ``gateway`` names
+        the source. Raises what the database raised (nothing of this update is then
+        committed)."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
+        result: list[tuple[str, str, Transaction | None]] = []  # the last run's
+
+        async def claim(session: AsyncSession) -> Posting | None:
             tx = await session.scalar(
                 select(Transaction)
                 .where(Transaction.cashier_id == update.cashier_id)
                 .with_for_update()
             )
+            posting = None
             if tx is None:
                 outcome, detail = "unknown", "Transaction not found"
             else:
-                outcome, detail = await self._apply_in(session, tx, update, gateway, now)
+                outcome, detail, posting = await self._apply_in(session, tx, update, gateway, now)
             session.add(
                 PaymentCallback(
                     gateway=gateway,
@@ -404,6 +419,17 @@ class PaymentService:
                     received_at=now,
                 )
             )
+            result[:] = [(outcome, detail, tx)]
+            return posting
+
+        if update.status in (CHARGEBACK, "REFUND"):
+            # These lock and post to the account themselves: a unit of work of their
+            # own, so that a batch never holds an account while waiting for a row.
+            async with self.db.transaction() as session:
+                await claim(session)
+        else:
+            await self.batcher.claim(claim)
+        ((outcome, detail, tx),) = result
         if outcome in ("conflict", "unknown"):
             log.warning(
                 "payment update %s %s from %s: %s (%s)",
@@ -422,50 +448,55 @@ class PaymentService:
         update: PaymentUpdate,
         gateway: str,
         now: datetime,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, Posting | None]:
+        """``(outcome, detail, posting)``: an APPROVED update's posting is left for
+        the batch to write; other updates post (if at all) themselves."""
         actor = Actor(f"gateway:{gateway}"[:36])
         status = update.status
         if status in (CHARGEBACK, "REFUND"):
             if tx.type != "DEPOSIT" or tx.status != "APPROVED":
-                return "conflict", f"{status} of a {tx.status} {tx.type}"
+                return "conflict", f"{status} of a {tx.status} {tx.type}", None
             if status == CHARGEBACK:
                 if await self._exists(session, original=tx.id, type_=CHARGEBACK):
-                    return "duplicate", "already charged back"
+                    return "duplicate", "already charged back", None
                 await self.transactions.chargeback_in(
                     session, tx, f"Chargeback reported by {gateway}", actor, "system", now
                 )
-                return "applied", ""
+                return "applied", "", None
             refund_id = f"{tx.cashier_id}:refund:{update.reference or 'full'}"[:128]
             if await self._exists(session, cashier_id=refund_id):
-                return "duplicate", "refund already recorded"
+                return "duplicate", "refund already recorded", None
             left = await self.transactions.refundable_in(session, tx)
             amount = left if update.amount is None else update.amount
             if amount <= 0 or amount > left:
-                return "conflict", f"refund of {amount} exceeds the {left} left"
+                return "conflict", f"refund of {amount} exceeds the {left} left", None
             await self.transactions.refund_in(
                 session, tx, amount, refund_id, actor, now, update.reference
             )
-            return "applied", ""
+            return "applied", "", None
         if status == tx.status:
-            return "duplicate", ""
+            return "duplicate", "", None
         if tx.status not in OPEN_STATUSES:
-            return "conflict", f"transaction is {tx.status}"
+            return "conflict", f"transaction is {tx.status}", None
         if update.currency is not None and update.currency != tx.currency:
-            return "conflict", f"currency {update.currency} differs from {tx.currency}"
+            return "conflict", f"currency {update.currency} differs from {tx.currency}", None
         if update.reference is not None:
             tx.gateway_reference = update.reference
+        posting = None
         if status == "APPROVED":
-            account = await ledger.lock_account(session, tx.login)
-            assert account is not None
             if update.amount is not None and update.amount != abs(tx.amount):
-                self._adjust(tx, update.amount, account.currency)
-            await self.transactions.approve_in(session, tx, account, actor, now)
+                currency = await session.scalar(
+                    select(TradingAccount.currency).where(TradingAccount.login == tx.login)
+                )
+                assert currency is not None
+                self._adjust(tx, update.amount, currency)
+            posting = self.transactions.approval(tx, actor, now)
         else:
             self.transactions.set_status(tx, status, now)
             if status in ("DECLINE", "REJECT"):
                 tx.declined_by = actor.id
         self.transactions.event(session, "transaction.updated", tx, now)
-        return "applied", ""
+        return "applied", "", posting
 
     @staticmethod
     def _adjust(tx: Transaction, amount: Decimal, account_currency: str) -> None:

@@ -2,7 +2,9 @@
 
 Types, statuses and sources are the seed's. A transaction moves money only when it
 becomes APPROVED, and then in the same unit of work as its ledger row
-(:func:`brokerkernel.kernel.trading.ledger.append`, the account row locked first);
+(:func:`brokerkernel.kernel.trading.ledger.append`, the account row locked first; a
+payment provider's approval: the posting of :meth:`TransactionService.approval`,
+written by the payment service's ledger batcher);
 PENDING, IN_PROGRESS and PROCESSING transactions move nothing, DECLINE and REJECT
 never will. ``amount``, ``account_amount`` and ``usd_amount`` are stored signed
 (negative for money out), so the derived balance is the sum of approved rows.
@@ -42,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.money import approvals
+from brokerkernel.kernel.money.batching import Posting
 from brokerkernel.kernel.money.settings import maker_checker_enabled
 from brokerkernel.kernel.pricing import ConversionUnavailable, FxConverter
 from brokerkernel.kernel.storage.db import Database
@@ -374,9 +377,7 @@ class TransactionService:
                 movement = reversal_of(MOVEMENTS[tx.type])
                 if movement.sign < 0:
                     self.guard(account, pnl, abs(tx.account_amount), movement.on_credit)
-                self._post(
-                    session,
-                    account,
+                reversal = self.posting(
                     tx,
                     movement,
                     -tx.account_amount,
@@ -384,6 +385,7 @@ class TransactionService:
                     f"reversal:{tx.id}",
                     now,
                 )
+                self._post(session, account, reversal)
             self.set_status(tx, "DELETED", now)
             tx.deleted_by = actor.id
             self.event(session, "transaction.updated", tx, now)
@@ -445,9 +447,7 @@ class TransactionService:
             updated_at=now,
         )
         session.add(chargeback)
-        self._post(
-            session,
-            account,
+        posting = self.posting(
             chargeback,
             MOVEMENTS[CHARGEBACK],
             chargeback.account_amount,
@@ -455,6 +455,7 @@ class TransactionService:
             f"chargeback:{original.id}",
             now,
         )
+        self._post(session, account, posting)
         self.event(session, "transaction.created", chargeback, now)
         customer = await session.get(Customer, account.customer_id, with_for_update=True)
         assert customer is not None
@@ -597,9 +598,19 @@ class TransactionService:
                 await approvals.check_approver(session, actor.role, usd)
             if movement.sign < 0 and movement.guarded:
                 self.guard(account, pnl, abs(tx.account_amount), movement.on_credit)
-        self._post(
-            session,
-            account,
+        self._post(session, account, self.approval(tx, actor, now))
+
+    def approval(self, tx: Transaction, actor: Actor, now: datetime) -> Posting:
+        """Mark ``tx`` APPROVED by ``actor`` and return its ledger posting (key
+        ``<event_type>:<tx id>``), which the caller writes in the same unit of work.
+        Checks nothing: staff rules and the guard are the caller's (a payment
+        provider's approval has none; :meth:`PaymentService.apply
+        <brokerkernel.kernel.money.payments.PaymentService.apply>` hands the posting
+        to the ledger batcher)."""
+        movement = MOVEMENTS[tx.type]
+        self.set_status(tx, "APPROVED", now)
+        tx.approved_by = actor.id
+        return self.posting(
             tx,
             movement,
             tx.account_amount,
@@ -607,8 +618,6 @@ class TransactionService:
             f"{movement.event_type}:{tx.id}",
             now,
         )
-        self.set_status(tx, "APPROVED", now)
-        tx.approved_by = actor.id
 
     @staticmethod
     def set_status(tx: Transaction, status: str, now: datetime) -> None:
@@ -616,27 +625,42 @@ class TransactionService:
         tx.updated_at = now
 
     @staticmethod
-    def _post(
-        session: AsyncSession,
-        account: TradingAccount,
+    def posting(
         tx: Transaction,
         movement: Movement,
         delta: Decimal,
         description: str,
         idempotency_key: str,
         now: datetime,
-    ) -> None:
+    ) -> Posting:
+        """The ledger posting of ``tx`` moving ``delta`` (account currency, signed) as
+        ``movement`` says (balance or credit)."""
+        return Posting(
+            tx.login,
+            movement.event_type,
+            "transaction",
+            tx.id,
+            idempotency_key,
+            description,
+            now,
+            balance_delta=Decimal(0) if movement.on_credit else delta,
+            credit_delta=delta if movement.on_credit else Decimal(0),
+        )
+
+    @staticmethod
+    def _post(session: AsyncSession, account: TradingAccount, posting: Posting) -> None:
         ledger.append(
             session,
             account,
-            movement.event_type,
-            reference_type="transaction",
-            reference_id=tx.id,
-            idempotency_key=idempotency_key,
-            description=description,
-            at=now,
-            balance_delta=Decimal(0) if movement.on_credit else delta,
-            credit_delta=delta if movement.on_credit else Decimal(0),
+            posting.event_type,
+            reference_type=posting.reference_type,
+            reference_id=posting.reference_id,
+            idempotency_key=posting.idempotency_key,
+            description=posting.description,
+            at=posting.at,
+            balance_delta=posting.balance_delta,
+            credit_delta=posting.credit_delta,
+            source=posting.source,
         )
 
     @staticmethod

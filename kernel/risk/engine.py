@@ -34,7 +34,11 @@ Layout
   A segment owns a region of its book with room to grow: an account's first position
   in a segment appends a row, removing its last moves the segment's last row into the
   hole (O(1)); a full segment moves to a region twice its size at the end of the book,
-  and the book is compacted when abandoned regions exceed half of it. Unused rows are
+  and the book is compacted when abandoned regions exceed half of it. A segment's rows
+  are kept nearly in slot order: once the rows appended or moved since its last sort
+  exceed a quarter of it, they are sorted again (amortised O(log n) per change), so
+  the gather and scatter of a tick walk the floating array in address order (measured
+  ~1 ns per row faster than random order on 100,000 accounts, ``bench_prop.py``). Unused rows are
   inert (slot 0, zero units, band ±inf).
 * **Levels** — each :class:`~.rules.TickRule` turns an account into equity floors and
   ceilings when the account changes. From the levels and whether each has fired the
@@ -45,11 +49,13 @@ Layout
   below the peak, optional lock) is ``min(peak - offset, lock)`` with one equity peak
   per account in a float64 array. A new high is not a crossing: after the re-marking
   of a tick, the peaks of the re-marked accounts holding trailing floors are raised
-  vectorised (``np.maximum`` over their slots, cached per segment) and their equity is
-  compared with ``min(peak - offset, lock) + guard`` (the smallest armed offset and
-  the highest lock of the account: exact for one trailing floor and its warnings,
-  conservative otherwise); only accounts at or below it are evaluated in Python, as
-  for the band. Changes evaluated in Python (fills, balance) raise the peak too.
+  vectorised (their slots cached per segment; each floating P&L is compared with a
+  per-slot band derived from the peak: above it is a new high, whose peak and floor
+  are raised vectorised) and their equity is compared with ``min(peak - offset, lock)
+  + guard`` (the smallest armed offset and the highest lock of the account: exact for
+  one trailing floor and its warnings, conservative otherwise); only accounts at or
+  below it are evaluated in Python, as for the band. Changes evaluated in Python
+  (fills, balance) raise the peak too.
   :meth:`RiskEngine.peak` / :meth:`RiskEngine.set_peak` read and seed it (the owner
   persists it). The exact peak is the float peak rounded to :data:`PEAK_PLACES`
   decimals (:func:`exact_peak`): the float error of an equity is far below 5e-9, so an
@@ -120,11 +126,18 @@ _SEGMENT_CAPACITY: Final = 4
 _INERT: Final = 0
 """The slot of unused rows; never an account's."""
 _INF: Final = math.inf
-#: Per-slot float arrays and the value of a free slot.
-_SLOT_FILL: Final = {"_floating": 0.0, "_magnitude": 0.0}
-# columns of the per-slot trailing state (one row per slot: one gather per tick) and
-# a free slot's row: balance + credit, equity peak, and the trailing band — out when
-# equity <= min(peak - OFF, CAP)
+#: Per-slot float arrays and the value of a free slot. ``_trail_lo`` / ``_trail_hi``
+#: are a trailing account's band on its *floating* P&L, derived from its ``_trail``
+#: row by :meth:`RiskEngine._retrail`: a new equity high when floating > peak - base,
+#: at or below the trailing floor when floating <= min(peak - OFF, CAP) - base.
+_SLOT_FILL: Final = {
+    "_floating": 0.0,
+    "_magnitude": 0.0,
+    "_trail_lo": -_INF,
+    "_trail_hi": -_INF,
+}
+# columns of the per-slot trailing state and a free slot's row: balance + credit,
+# equity peak, and the trailing band — out when equity <= min(peak - OFF, CAP)
 _BASE, _PEAK, _OFF, _CAP = 0, 1, 2, 3
 _TRAIL_FILL: Final = (0.0, -_INF, _INF, _INF)
 
@@ -324,8 +337,10 @@ class _Segment:
         "count",
         "keys",
         "row_of",
+        "shuffled",
         "start",
         "symbol",
+        "trail_rows",
         "trail_version",
         "trail_views",
         "trailers",
@@ -340,9 +355,11 @@ class _Segment:
         self.capacity = 0
         self.keys: list[int] = []
         self.row_of: dict[int, int] = {}
+        self.shuffled = 0  # rows appended or moved since the rows were last sorted
         self.views: _Views | None = None
-        # slots of the live rows' accounts holding trailing floors, as of these views
-        # and the engine's trailing version
+        # the live rows (indices in the views) and slots of the accounts holding
+        # trailing floors, as of these views and the engine's trailing version
+        self.trail_rows: IndexArray = np.zeros(0, dtype=np.intp)
         self.trailers: IndexArray = np.zeros(0, dtype=np.intp)
         self.trail_views: _Views | None = None
         self.trail_version = -1
@@ -383,7 +400,8 @@ class _Segment:
         self.row_of[slot] = row
         self.count += 1
         self.views = None
-        return row
+        self._shuffle()
+        return self.row_of[slot]
 
     def remove_row(self, slot: int) -> None:
         """Remove an account's row: the segment's last row moves into its place."""
@@ -399,6 +417,26 @@ class _Segment:
         book.make_inert(last, last + 1)
         self.count -= 1
         self.views = None
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        """Count a row appended or moved; sort the rows by slot when those exceed a
+        quarter of the segment."""
+        self.shuffled += 1
+        if 4 * self.shuffled > self.count + 32:
+            self.sort()
+
+    def sort(self) -> None:
+        """Put the live rows in slot order (the row of every account changes)."""
+        self.shuffled = 0
+        book = self.book
+        rows = slice(self.start, self.start + self.count)
+        order = np.argsort(book.acct[rows], kind="stable")
+        for name in (*_INDEX_COLUMNS, *_FLOAT_COLUMNS):
+            array = getattr(book, name)
+            array[rows] = array[rows][order]
+        self.keys = book.acct[rows].tolist()
+        self.rebase(self.start)
 
     def rebase(self, start: int) -> None:
         self.start = start
@@ -600,11 +638,14 @@ class RiskEngine:
         self._free_slots: list[int] = []
         self._floating: FloatArray = np.zeros(_INITIAL_CAPACITY)
         self._magnitude: FloatArray = np.zeros(_INITIAL_CAPACITY)
+        self._trail_lo: FloatArray = np.full(_INITIAL_CAPACITY, -_INF)
+        self._trail_hi: FloatArray = np.full(_INITIAL_CAPACITY, -_INF)
         self._trail: FloatArray = np.tile(np.array(_TRAIL_FILL), (_INITIAL_CAPACITY, 1))
         self._trailing: npt.NDArray[np.bool_] = np.zeros(_INITIAL_CAPACITY, dtype=bool)
         self._trailing_accounts = 0
         self._trail_version = 0  # bumped when an account starts or stops trailing
-        self._trail_batch: list[IndexArray] = []
+        # (slots, floating P&L) of the trailing accounts re-marked by this tick
+        self._trail_batch: list[tuple[IndexArray, FloatArray]] = []
         self._positions: dict[int, _Position] = {}
         self._dirty: set[int] = set()
         self._relevel: set[int] = set()  # level values replaced: evaluate, money unchanged
@@ -665,6 +706,7 @@ class RiskEngine:
         if base != account.base:
             account.base = base
             self._trail[account.slot, _BASE] = base
+            self._retrail(account.slot)
             if account.lo > -_INF or account.hi < _INF:  # rows hold it relative to base
                 self._write_band(account)
         account.levels_stale = True
@@ -708,6 +750,7 @@ class RiskEngine:
         floors are re-evaluated. Raises ``KeyError`` for an unknown login."""
         account = self._account(login)
         self._trail[account.slot, _PEAK] = -_INF if peak is None else float(peak)
+        self._retrail(account.slot)
         self._dirty.add(account.slot)
 
     def set_level_values(
@@ -1134,7 +1177,7 @@ class RiskEngine:
                 pnl *= own
         self._post(book, acct, marked, pnl, lo, hi, touched)
         if self._trailing_accounts:
-            self._collect_trailers(segment)
+            self._collect_trailers(segment, marked)
 
     def _mark_rates(self, book: _Book, touched: list[int]) -> None:
         """Re-convert a book's rows after its rate changed (closes unchanged)."""
@@ -1147,7 +1190,7 @@ class RiskEngine:
                 self._convert(book, raw, pnl)
                 self._post(book, acct, marked, pnl, lo, hi, touched)
                 if self._trailing_accounts:
-                    self._collect_trailers(segment)
+                    self._collect_trailers(segment, marked)
 
     def _convert(self, book: _Book, raw: FloatArray, pnl: FloatArray) -> None:
         """pnl = raw x the book's rate (the loss rate where raw < 0, under "bid_ask")."""
@@ -1177,38 +1220,60 @@ class RiskEngine:
         if np.count_nonzero(out):
             touched.extend(acct[out].tolist())
 
-    def _collect_trailers(self, segment: _Segment) -> None:
-        """Queue the slots of the segment's accounts holding trailing floors for
-        :meth:`_raise_peaks` (cached until its rows change or an account starts or stops
+    def _collect_trailers(self, segment: _Segment, marked: FloatArray) -> None:
+        """Queue the slots of the segment's accounts holding trailing floors and their
+        floating P&L (from ``marked``, the segment's rows) for :meth:`_raise_peaks`
+        (rows and slots cached until its rows change or an account starts or stops
         trailing)."""
-        views = segment.columns()
+        views = segment.views or segment.columns()
         if segment.trail_views is not views or segment.trail_version != self._trail_version:
             acct = views[0]
-            segment.trailers = acct[self._trailing[acct]]
+            segment.trail_rows = np.flatnonzero(self._trailing[acct])
+            segment.trailers = acct[segment.trail_rows]
             segment.trail_views = views
             segment.trail_version = self._trail_version
         if len(segment.trailers):
-            self._trail_batch.append(segment.trailers)
+            self._trail_batch.append((segment.trailers, marked.take(segment.trail_rows)))
 
     def _raise_peaks(self, touched: list[int]) -> None:
         """Raise the peaks of the re-marked trailing accounts to their equity now and
-        append those at or below ``min(peak - offset, lock) + guard`` to ``touched``."""
+        append those at or below ``min(peak - offset, lock) + guard`` to ``touched``.
+
+        Per tick: each account's floating P&L against its band (``_trail_hi``: a new
+        high; ``_trail_lo``: the floor), two gathers and two compares; only the
+        accounts with a new high are worked on (peak, then their floor, vectorised)
+        before the floors are compared."""
         batch = self._trail_batch
-        slots = batch[0] if len(batch) == 1 else np.concatenate(batch)
+        if len(batch) == 1:
+            slots, floating = batch[0]
+        else:  # an account may be in several of the segments: its floating P&L now
+            slots = np.concatenate([entry[0] for entry in batch])
+            floating = self._floating.take(slots)
         batch.clear()
-        rows = self._trail.take(slots, axis=0)
-        equity = self._floating.take(slots)
-        equity += rows[:, _BASE]
-        peak = rows[:, _PEAK]
-        raised = equity > peak
-        if np.count_nonzero(raised):
-            self._trail[slots[raised], _PEAK] = equity[raised]
-            np.maximum(peak, equity, out=peak)
-        peak -= rows[:, _OFF]
-        np.minimum(peak, rows[:, _CAP], out=peak)
-        out = equity <= peak
-        if np.count_nonzero(out):
-            touched.extend(slots[out].tolist())
+        high = floating > self._trail_hi.take(slots)
+        if np.count_nonzero(high):
+            up = slots[high]
+            rows = self._trail.take(up, axis=0)
+            base = rows[:, _BASE]
+            peak = floating[high]
+            self._trail_hi[up] = peak
+            peak += base
+            np.maximum(peak, rows[:, _PEAK], out=peak)
+            self._trail[up, _PEAK] = peak
+            peak -= rows[:, _OFF]
+            np.minimum(peak, rows[:, _CAP], out=peak)
+            peak -= base
+            self._trail_lo[up] = peak
+        low = floating <= self._trail_lo.take(slots)
+        if np.count_nonzero(low):
+            touched.extend(slots[low].tolist())
+
+    def _retrail(self, slot: int) -> None:
+        """Derive the slot's per-tick trailing band on its floating P&L from its
+        ``_trail`` row (see :data:`_SLOT_FILL`)."""
+        base, peak, off, cap = self._trail[slot].tolist()
+        self._trail_hi[slot] = peak - base
+        self._trail_lo[slot] = min(peak - off, cap) - base
 
     def _set_trailing(self, account: _Account, trailing: bool) -> None:
         if trailing == account.trailing:
@@ -1220,6 +1285,7 @@ class RiskEngine:
         self._trail_version += 1
         if not trailing:
             self._trail[slot, _OFF] = self._trail[slot, _CAP] = _INF
+            self._retrail(slot)
 
     def _mark_row(self, segment: _Segment, row: int) -> None:
         """Re-mark one row at the last prices (the arithmetic of :meth:`_mark_segment`)."""
@@ -1322,6 +1388,7 @@ class RiskEngine:
         if account.trailing:
             self._trail[slot, _OFF] = trail_off - guard
             self._trail[slot, _CAP] = trail_cap + guard
+            self._retrail(slot)
         if lo != account.lo or hi != account.hi:
             account.lo, account.hi = lo, hi
             self._write_band(account)

@@ -126,6 +126,9 @@ class Group(Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     max_exposure: Mapped[Decimal | None]
     net_max_exposure: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Hedged margin (revision 0013; kernel.trading.margin): larger_side | rate | none.
+    hedged_margin_mode: Mapped[str] = mapped_column(String(16), default="none")
+    hedged_margin_rate: Mapped[Decimal] = mapped_column(default=Decimal(1))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
 
@@ -391,6 +394,9 @@ class OutboxEvent(Base):
     occurred_at: Mapped[datetime]
     published_at: Mapped[datetime | None] = mapped_column(index=True)
 
+
+# Customers' KYC status (POST /webhooks/kyc).
+from brokerkernel.kernel import kyc as _kyc_models  # noqa: E402, F401
 
 # Identity and access control (teams, permissions, sessions, 2FA, partners) share Base.
 from brokerkernel.kernel.identity import models as _identity_models  # noqa: E402, F401

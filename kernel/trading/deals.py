@@ -12,18 +12,28 @@ Opening (seed section 11; group settings section 16):
 5. the group's ``max_exposure`` (USD; gross, or net per symbol when
    ``net_max_exposure``) refuses deals that would raise exposure above it with
    ``EXPOSURE_LIMIT_EXCEEDED``;
-6. the pre-trade risk rules run (e.g. ``margin``: free margin must cover the margin).
+6. the pre-trade risk rules run (e.g. ``margin``: free margin must cover the margin
+   the deal adds to the account's margin used, MT5's free-margin check: on a hedging
+   account that is the group's hedged-margin charge after the deal minus before it,
+   :mod:`~brokerkernel.kernel.trading.margin`, so a hedging leg may need none).
 
 A hedging account gets a new position per deal. A netting account holds one position
 per symbol (DOMAIN.md): a deal on the same side adds to it (volume-weighted open
-price, margins and commissions added), an opposite deal closes part or all of it and
+price, margins and commissions added; the deal's SL/TP, when it carries them, become
+the position's, as in MT5), an opposite deal closes part or all of it and
 a larger one reverses it (the rest opens a new position on the other side).
 
-Closing (section 11): ``volume`` a multiple of 0.001 leaving zero or >= 0.001 lots; a
+Closing (section 11): the whole volume, or a multiple of 0.001 leaving >= 0.001 lots; a
 partial close becomes its own history row with a new ticket and ``parent_order``, and
 margin, commission and swap are split in proportion (rounded to the account
 currency; the position keeps the rest, so totals stay exact). Profit is converted
 at the close (:class:`~brokerkernel.kernel.trading.valuation.Valuation`).
+
+Positions keep the margin snapshotted at open; the account's margin used is the
+group's hedged-margin charge of its positions (:func:`margin_policy`; netting
+accounts: the sum of their margins), so every deal's ``order_open`` /
+``margin_release`` ledger row moves it by the charge after the deal minus the margin
+used before it (closing one leg of a hedge can raise it).
 
 Money rounds half-up to the account currency's minor unit. Commission is charged
 per side (on the opening and on the closing deal): ``per_lot`` in the account
@@ -42,7 +52,7 @@ from brokerkernel.kernel.pricing import ConversionUnavailable, Quote
 from brokerkernel.kernel.trading import audit
 from brokerkernel.kernel.trading.batch import ShardTransaction, utc
 from brokerkernel.kernel.trading.jobs import Env
-from brokerkernel.kernel.trading.margin import profit, required_margin
+from brokerkernel.kernel.trading.margin import FULL_MARGIN, HedgedMargin, profit, required_margin
 from brokerkernel.kernel.trading.money import round_money
 from brokerkernel.kernel.trading.state import CMD_NAMES, SIDE, AccountState, OpenPosition
 from brokerkernel.kernel.trading.swaps import settle_swaps
@@ -133,10 +143,31 @@ def price_close(
     return ClosePricing(price, round_money(amount * rate, account.currency), rate, fee)
 
 
+def margin_policy(env: Env, account: AccountState) -> HedgedMargin:
+    """The hedged-margin policy charging the account: its group's for a hedging
+    account, every position in full for a netting one (or an unknown group)."""
+    group = env.terms.group(account.group_id)
+    if account.mode == NETTING or group is None:
+        return FULL_MARGIN
+    return group.hedged_margin
+
+
+def _margin_change(account: AccountState, policy: HedgedMargin) -> Decimal:
+    """The ledger margin delta bringing the account's margin used to ``policy``'s
+    charge of the positions now held (staged)."""
+    return account.margin_charge(policy) - account.margin
+
+
 def close_volume_error(position: OpenPosition, volume: Decimal) -> str | None:
-    """Why ``volume`` cannot be closed (seed section 11), or None."""
+    """Why ``volume`` cannot be closed (seed section 11), or None: the whole volume
+    always closes (whatever the instrument's ``lot_step``); a partial close is a
+    positive multiple of 0.001 leaving at least 0.001 lots open."""
+    if volume == position.volume:
+        return None
     if volume <= 0 or volume % CLOSE_STEP != 0 or volume > position.volume:
         return "volume must be a positive multiple of 0.001 not above the position's"
+    if position.volume - volume < CLOSE_STEP:
+        return "volume must leave 0 or at least 0.001 lots open"
     return None
 
 
@@ -155,7 +186,9 @@ async def stage_close(
     """Close ``volume`` lots (validated) of ``position``; returns the history row.
 
     ``reason`` is the history reason: manual, sl, tp or stop-out. Swaps of rollovers
-    the position was open over are charged first.
+    the position was open over are charged first. The history row's ``margin`` is the
+    position's share of its snapshotted margin; the ``margin_release`` ledger row moves
+    the account's margin used to the hedged-margin charge of what stays open.
     """
     position = settle_swaps(env, tx, account, position)
     currency = account.currency
@@ -209,7 +242,7 @@ async def stage_close(
         reference_type="order",
         reference_id=str(ticket),
         description=f"Margin released, close {label}",
-        margin_delta=-released,
+        margin_delta=_margin_change(account, margin_policy(env, account)),
     )
     tx.ledger_entry(
         account,
@@ -330,6 +363,7 @@ async def open_deal(
         rejection = vet_close(env, account, held, closing, price, tx.now_ms, deal.origin)
         if rejection is not None:
             return rejection
+    policy = margin_policy(env, account)
     if opening:
         reversing = held is not None and close_pricing is not None
         rejection = pre_trade(
@@ -340,7 +374,7 @@ async def open_deal(
             side,
             opening,
             price,
-            margin,
+            account.added_margin(policy, terms.symbol, side, opening, margin),
             released=held if reversing else None,
             deal=deal,
             time_ms=tx.now_ms,
@@ -354,11 +388,12 @@ async def open_deal(
     if held is not None and held.side == side:
         held = settle_swaps(env, tx, account, held)
         return _add_to_netting(
-            tx, account, held, deal, opening, price, margin, fee, await tx.ticket()
+            tx, account, policy, held, deal, opening, price, margin, fee, await tx.ticket()
         )
     return _open_position(
         tx,
         account,
+        policy,
         terms,
         deal,
         opening,
@@ -384,7 +419,8 @@ def pre_trade(
     deal: Deal | None = None,
     time_ms: int = 0,
 ) -> Rejection | None:
-    """The exposure limit and the pre-trade rules for opening ``volume`` lots;
+    """The exposure limit and the pre-trade rules for opening ``volume`` lots that add
+    ``margin`` to the account's margin used (:meth:`AccountState.added_margin`);
     ``released`` is a netting position the same deal closes first; ``deal`` (its
     SL/TP) and ``time_ms`` (market time) are passed on to the rules."""
     if group.max_exposure is not None:
@@ -480,6 +516,7 @@ def notional_usd(
 def _open_position(
     tx: ShardTransaction,
     account: AccountState,
+    policy: HedgedMargin,
     terms: SymbolTerms,
     deal: Deal,
     volume: Decimal,
@@ -516,7 +553,7 @@ def _open_position(
         reference_type="order",
         reference_id=str(ticket),
         description=f"Open {label}",
-        margin_delta=margin,
+        margin_delta=_margin_change(account, policy),
     )
     _charge_commission(tx, account, ticket, f"open:{ticket}", f"open {label}", fee)
     _opened(tx, account, before, ticket, deal, volume, price, margin, fee, "open")
@@ -526,6 +563,7 @@ def _open_position(
 def _add_to_netting(
     tx: ShardTransaction,
     account: AccountState,
+    policy: HedgedMargin,
     held: OpenPosition,
     deal: Deal,
     volume: Decimal,
@@ -545,6 +583,8 @@ def _add_to_netting(
             open_price=average,
             margin=held.margin + margin,
             commission=held.commission + fee,
+            sl=held.sl if deal.sl is None else deal.sl,
+            tp=held.tp if deal.tp is None else deal.tp,
         ),
         new=False,
     )
@@ -556,7 +596,7 @@ def _add_to_netting(
         reference_id=str(held.ticket),
         idempotency_key=f"order_open:{deal_ticket}",
         description=f"Add {label}",
-        margin_delta=margin,
+        margin_delta=_margin_change(account, policy),
     )
     _charge_commission(tx, account, held.ticket, f"open:{deal_ticket}", f"add {label}", fee)
     _opened(tx, account, before, held.ticket, deal, volume, price, margin, fee, "increase")

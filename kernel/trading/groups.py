@@ -6,13 +6,22 @@ Functions work inside the caller's unit of work (the caller commits, then reload
 ``platform.config_changed`` with every configuration change. Refusals raise
 :class:`~brokerkernel.kernel.trading.service.TradingError` with the HTTP status:
 404 unknown group/symbol/account, 409 conflicts (name taken, active accounts
-assigned, the default group, inactive target group, currency mismatch), 422 with
+assigned to a group being deleted or changing currency, the default group, inactive
+target group, currency mismatch), 422 with
 every field error.
 
 Group rules (seed section 16): ``stopout_level`` < ``margin_call_level``;
 ``is_islamic`` forces ``swap_free``; exactly one active group is the default (making
 a group the default takes the flag from the previous one; the flag cannot be
 removed, only moved); ``commission_type`` and ``commission_value`` are set together.
+
+Hedged margin (a broker extension to the seed's group fields; DOMAIN.md):
+``hedged_margin_mode`` ``larger_side`` (default for new groups) | ``rate`` | ``none``
+and ``hedged_margin_rate`` (0..1, for ``rate``) set how a hedging account's opposite
+positions are charged (:mod:`~brokerkernel.kernel.trading.margin`). Changing them, or
+moving an account to another group, recomputes the margin used of every affected
+hedging account holding positions under its row lock, as one ``order_open``
+(margin up) or ``margin_release`` (down) ledger row referencing the group.
 """
 
 from __future__ import annotations
@@ -30,12 +39,14 @@ from brokerkernel.kernel.storage.models import (
     Group,
     GroupInstrument,
     Instrument,
+    Position,
     TradingAccount,
     new_id,
 )
 from brokerkernel.kernel.trading import ledger
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.instruments import as_decimals, field_error
+from brokerkernel.kernel.trading.state import AccountState, OpenPosition
 from brokerkernel.kernel.trading.terms import (
     GroupSettings,
     effective_swap,
@@ -65,10 +76,21 @@ GROUP_DEFAULTS: Mapping[str, Any] = {
     "is_default": False,
     "max_exposure": None,
     "net_max_exposure": False,
+    "hedged_margin_mode": "larger_side",
+    "hedged_margin_rate": Decimal(1),
 }
 GROUP_DECIMALS = frozenset(
-    {"margin_call_level", "stopout_level", "commission_value", "swap_multiplier", "max_exposure"}
+    {
+        "margin_call_level",
+        "stopout_level",
+        "commission_value",
+        "swap_multiplier",
+        "max_exposure",
+        "hedged_margin_rate",
+    }
 )
+HEDGE_FIELDS = ("hedged_margin_mode", "hedged_margin_rate")
+HEDGING = "hedging"
 #: Fields of ``PUT /groups/{id}/instruments/{symbol}`` (null inherits).
 OVERRIDE_FIELDS = (
     "spread",
@@ -187,7 +209,9 @@ async def update_group(
     """Change a group's fields (row-locked); the rules apply to the merged result.
 
     ``is_default: false`` on the default group is refused (422: move the flag instead);
-    ``is_active: false`` is a soft delete with :func:`delete_group`'s checks.
+    ``is_active: false`` is a soft delete with :func:`delete_group`'s checks; the
+    ``currency`` does not change while active accounts are assigned (409: they hold
+    it, as :func:`reassign_account` requires).
     """
     group = await get_group(session, group_id, lock=True)
     current = {name: getattr(group, name) for name in (*GROUP_DEFAULTS, "name", "is_active")}
@@ -209,13 +233,68 @@ async def update_group(
         raise TradingError(409, "Group name already exists")
     if group.is_active and not values["is_active"]:
         await _deactivation_refusal(session, group)
+    elif values["currency"] != group.currency and await _active_accounts(session, group.id):
+        raise TradingError(409, ACCOUNTS_ASSIGNED)
     if values["is_default"] and not group.is_default:
         await _take_default(session, group.id)
+    repriced = any(values[name] != getattr(group, name) for name in HEDGE_FIELDS)
     for name, value in values.items():
         if getattr(group, name) != value:
             setattr(group, name, value)
+    if repriced:
+        await _reprice_group(session, group, at)
     record_config_change(session, entity="group", key=group.id, action="updated", at=at)
     return group
+
+
+async def reprice_margin(
+    session: AsyncSession, account: TradingAccount, group: Group, at: datetime
+) -> None:
+    """Bring the locked hedging ``account``'s margin used to ``group``'s hedged-margin
+    charge of its open positions (:mod:`~brokerkernel.kernel.trading.margin`): one
+    ledger row (``order_open`` when it rises, ``margin_release`` when it falls,
+    reference the group) when it changes; netting accounts are charged in full and
+    never change. The ledger row bumps the account's version, so order workers
+    reload its state. A deal the workers execute before their terms cache reloads the
+    group is charged under the old policy; every deal sets the margin used to the
+    policy's charge of all the account's positions, so the account's next deal
+    corrects it."""
+    if account.account_mode != HEDGING:
+        return
+    rows = (await session.scalars(select(Position).where(Position.login == account.login))).all()
+    state = AccountState.load(account, [OpenPosition.from_model(row) for row in rows], [])
+    delta = state.margin_charge(GroupSettings.from_row(group).hedged_margin) - account.margin
+    if not delta:
+        return
+    ledger.append(
+        session,
+        account,
+        "order_open" if delta > 0 else "margin_release",
+        reference_type="group",
+        reference_id=group.id,
+        idempotency_key=f"hedged_margin:{account.login}:{account.ledger_seq + 1}",
+        description=f"Hedged margin {group.hedged_margin_mode} ({group.name})",
+        at=at,
+        margin_delta=delta,
+        source="config-service",
+    )
+
+
+async def _reprice_group(session: AsyncSession, group: Group, at: datetime) -> None:
+    """:func:`reprice_margin` for every hedging account of ``group`` holding positions
+    (row-locked in login order)."""
+    accounts = await session.scalars(
+        select(TradingAccount)
+        .where(
+            TradingAccount.group_id == group.id,
+            TradingAccount.account_mode == HEDGING,
+            TradingAccount.login.in_(select(Position.login)),
+        )
+        .order_by(TradingAccount.login)
+        .with_for_update()
+    )
+    for account in accounts.all():
+        await reprice_margin(session, account, group, at)
 
 
 async def delete_group(session: AsyncSession, group_id: str, at: datetime) -> None:
@@ -416,7 +495,9 @@ async def reassign_account(
 
     The account row is locked (orders of the account wait) and the target group is
     share-locked against a concurrent soft delete. Open positions keep the terms they
-    snapshotted at open; new deals use the new group. Refused: 404 unknown account or
+    snapshotted at open; new deals use the new group, and a hedging account's margin
+    used becomes the new group's hedged-margin charge (:func:`reprice_margin`).
+    Refused: 404 unknown account or
     group, 409 inactive group, 409 group currency different from the account's.
     Records ``account.group_changed``.
     """
@@ -438,6 +519,7 @@ async def reassign_account(
     previous = account.group_id
     if previous != group.id:
         account.group_id = group.id
+        await reprice_margin(session, account, group, at)
         record_event(
             session,
             "account.group_changed",

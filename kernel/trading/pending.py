@@ -53,7 +53,7 @@ from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.instruments import field_error
 from brokerkernel.kernel.trading.jobs import Env, FutureJob, Job
 from brokerkernel.kernel.trading.models import PendingOrder
-from brokerkernel.kernel.trading.positions import stops_errors
+from brokerkernel.kernel.trading.positions import fresh_quote, on_grid, stops_errors
 from brokerkernel.kernel.trading.state import AccountState, PendingState
 
 ZERO = Decimal(0)
@@ -104,17 +104,6 @@ def triggered(cmd: int, trigger_price: Decimal, quote: Quote) -> bool:
     return price >= trigger_price if rises else price <= trigger_price
 
 
-def _quote(env: Env, terms: SymbolTerms, now_ms: int) -> Quote:
-    quote = env.valuation.quote_for(terms)
-    if quote is None or now_ms - quote.time_ms > terms.stale_threshold_ms:
-        raise TradingError(409, "No fresh quote")
-    return quote
-
-
-def _on_grid(price: Decimal, digits: int) -> bool:
-    return price % Decimal(1).scaleb(-digits) == 0
-
-
 def price_errors(
     cmd: int,
     terms: SymbolTerms,
@@ -128,7 +117,7 @@ def price_errors(
     """Every 422 item of an order's prices (module docstring rules)."""
     errors = []
     for name, price in (("trigger_price", trigger_price), ("limit_price", limit_price)):
-        if price is not None and not _on_grid(price, terms.digits):
+        if price is not None and not on_grid(price, terms.digits):
             errors.append(
                 field_error(name, f"must be a multiple of 1E-{terms.digits}", "price_grid")
             )
@@ -234,7 +223,7 @@ class PlacePendingJob(FutureJob):
             errors.append(field_error("limit_price", "only allowed for cmd 6 and 7", "forbidden"))
         if r.expiry_at is not None and r.expiry_at <= tx.now:
             errors.append(field_error("expiry_at", "must be in the future", "expiry"))
-        quote = _quote(env, terms, tx.now_ms)
+        quote = fresh_quote(env, terms, tx.now_ms)
         errors += price_errors(r.cmd, terms, quote, r.trigger_price, r.limit_price, r.sl, r.tp)
         if errors:
             raise TradingError(422, errors)
@@ -321,7 +310,7 @@ class ModifyPendingJob(FutureJob):
             if name in sent and sent[name] == ZERO:
                 sent[name] = None
         changed = replace(order, **sent, updated_at=tx.now)
-        quote = _quote(env, terms, tx.now_ms)
+        quote = fresh_quote(env, terms, tx.now_ms)
         errors += price_errors(
             order.cmd,
             terms,

@@ -5,7 +5,8 @@ bid falls to it (bid <= sl) and its take-profit when the bid rises to it
 (bid >= tp); a short position's on the ask (ask >= sl, ask <= tp). When set, a long
 position's SL must be below the current bid and its TP above it (a short's: SL above
 the ask, TP below it), and both must be on the instrument's price grid (``digits``);
-0 removes one. A triggered SL/TP closes the whole position at the market quote that
+0 removes one. The quote checked against must be fresh (``stale_threshold_ms``), as
+for pending orders. A triggered SL/TP closes the whole position at the market quote that
 triggered it, recorded with reason ``sl`` or ``tp``; it is re-checked under the
 account's lock and re-armed if another writer changed the position meanwhile.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from brokerkernel.kernel.descriptors import FillRequest, Rejection
+from brokerkernel.kernel.descriptors import FillRequest, Rejection, SymbolTerms
 from brokerkernel.kernel.pricing import ConversionUnavailable, Quote
 from brokerkernel.kernel.trading import audit
 from brokerkernel.kernel.trading.batch import ShardTransaction
@@ -215,8 +216,18 @@ class CloseJob(FutureJob):
         return await close_at_market(env, tx, account, position, volume, "manual", vet=True)
 
 
-def _on_grid(price: Decimal, digits: int) -> bool:
+def on_grid(price: Decimal, digits: int) -> bool:
+    """True when ``price`` is a multiple of the instrument's point (10^-``digits``)."""
     return price % Decimal(1).scaleb(-digits) == 0
+
+
+def fresh_quote(env: Env, terms: SymbolTerms, now_ms: int) -> Quote:
+    """The group's quote for ``terms`` to validate prices against; TradingError 409
+    ``No fresh quote`` when there is none or it is older than ``stale_threshold_ms``."""
+    quote = env.valuation.quote_for(terms)
+    if quote is None or now_ms - quote.time_ms > terms.stale_threshold_ms:
+        raise TradingError(409, "No fresh quote")
+    return quote
 
 
 def stops_errors(
@@ -228,7 +239,7 @@ def stops_errors(
     for name, price, below in (("sl", sl, side > 0), ("tp", tp, side < 0)):
         if price is None:
             continue
-        if not _on_grid(price, digits):
+        if not on_grid(price, digits):
             errors.append(field_error(name, f"must be a multiple of 1E-{digits}", "price_grid"))
         elif below and price >= reference:
             errors.append(field_error(name, f"must be below {what} {reference}", "stops"))
@@ -241,7 +252,7 @@ class ModifyStopsJob(FutureJob):
     """``PATCH /api/customer/orders/{ticket}/sltp``: set, change or remove (0) SL/TP.
 
     ``sl``/``tp`` None leaves that one as it is. Raises TradingError 404, 409 (no
-    quote to validate against), 422 (module docstring rules). Returns the position.
+    fresh quote to validate against), 422 (module docstring rules). Returns the position.
     """
 
     def __init__(self, login: int, ticket: int, sl: Decimal | None, tp: Decimal | None) -> None:
@@ -252,9 +263,7 @@ class ModifyStopsJob(FutureJob):
 
     async def run(self, env: Env, tx: ShardTransaction, account: AccountState | None) -> Any:
         account, position = _position(account, self.ticket)
-        quote = env.valuation.quote_for(position.terms)
-        if quote is None:
-            raise TradingError(409, "No fresh quote")
+        quote = fresh_quote(env, position.terms, tx.now_ms)
         side = position.side
         reference, what = (quote.bid, "the bid") if side > 0 else (quote.ask, "the ask")
         sl = None if self.sl is None or self.sl == ZERO else self.sl

@@ -67,7 +67,13 @@ from brokerkernel.kernel.trading.positions import (
 )
 from brokerkernel.kernel.trading.riskfeed import RiskFeed
 from brokerkernel.kernel.trading.state import AccountBook, AccountState, OpenPosition, PendingState
-from brokerkernel.kernel.trading.stopout import MarginCallJob, MarginCallThrottle, StopOutJob
+from brokerkernel.kernel.trading.stopout import (
+    LEVEL_PLACES,
+    MarginCallJob,
+    MarginCallThrottle,
+    StopOutJob,
+    margin_level,
+)
 from brokerkernel.kernel.trading.swaps import RolloverSchedule, SwapJob
 from brokerkernel.kernel.trading.terms import CONFIG_CHANGED, TermsCache
 from brokerkernel.kernel.trading.triggers import Key, TriggerIndex
@@ -190,6 +196,8 @@ class TradingService:
         self.crossing_handlers: dict[str, Callable[[Crossing], None]] = {}
         self._next_rollover: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Accounts changed by other writers, reloaded by the next :meth:`_refresh`.
+        self._to_refresh: set[int] = set()
         self._timer: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -226,19 +234,29 @@ class TradingService:
         first): an account changed by another writer (a deposit, a withdrawal, a group
         change) is reloaded and the risk engine gets its new money and group levels
         without waiting for its next order; a platform configuration change (a group's
-        levels) re-levels every account held here."""
+        levels) re-levels every account held here. The accounts named by one burst of
+        events (a relay batch) are reloaded together, with one read."""
         login = event.payload.get("login")
         if event.type in self.REFRESH_EVENTS and isinstance(login, int):
-            self._spawn(self._refresh(login))
+            if not self._to_refresh:
+                self._spawn(self._refresh())
+            self._to_refresh.add(login)
         elif event.type == CONFIG_CHANGED:
             for account in self.book.accounts():
                 tell(self.env.watchers, partial(_money_changed, account=account))
             self._settle_risk()
 
-    async def _refresh(self, login: int) -> None:
-        account = await self.snapshot(login)
-        if account is not None:
+    async def _refresh(self) -> None:
+        await asyncio.sleep(0)  # let the rest of the burst's events name their accounts
+        logins, self._to_refresh = self._to_refresh, set()
+        try:
+            accounts = await self.snapshots(logins)
+        except Exception:
+            log.exception("reloading %d changed accounts failed", len(logins))
+            return
+        for account in accounts.values():
             tell(self.env.watchers, partial(_money_changed, account=account))
+        if accounts:
             self._settle_risk()
 
     def _settle_risk(self) -> None:
@@ -481,7 +499,10 @@ class TradingService:
     async def account_state(self, login: int) -> dict[str, Any] | None:
         """Live state (seed section 6): money in account currency, levels in percent.
 
-        ``margin_level`` = equity / margin x 100 (null without margin);
+        ``margin_level`` = equity / margin x 100 (null without margin;
+        :func:`~brokerkernel.kernel.trading.stopout.margin_level`), ``margin_used`` the
+        group's hedged-margin charge of the open positions
+        (:mod:`~brokerkernel.kernel.trading.margin`);
         ``max_withdrawable`` = min(balance, free_margin) with open positions, else balance;
         exposures are notional in USD (net: per symbol, hedged sides offset);
         ``age_s`` is the age of the oldest quote used, ``stale`` when above 5 s.
@@ -493,6 +514,7 @@ class TradingService:
         floating = self.valuation.floating(account)
         equity = account.balance + account.credit + floating
         free_margin = equity - account.margin
+        level = margin_level(equity, account.margin)
         gross, net, oldest_ms = self.valuation.exposure(account)
         now_ms = self.clock.now_ms()
         age_s = max(0.0, (now_ms - (oldest_ms or now_ms)) / 1000)
@@ -503,11 +525,7 @@ class TradingService:
             "equity": round_money(equity, currency),
             "pnl": round_money(floating, currency),
             "free_margin": round_money(free_margin, currency),
-            "margin_level": (
-                (equity / account.margin * 100).quantize(Decimal("0.01"))
-                if account.margin
-                else None
-            ),
+            "margin_level": None if level is None else level.quantize(LEVEL_PLACES),
             "margin_used": account.margin,
             "max_withdrawable": round_money(
                 max(Decimal(0), min(account.balance, free_margin))

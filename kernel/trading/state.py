@@ -10,7 +10,10 @@ commit, so readers only ever see committed state.
 Positions and pending orders are immutable values (replaced, never mutated), so a
 clone is a shallow copy. Per (instrument terms) the state keeps the open volume and
 the volume-weighted open prices of each side (:class:`SideTotals`), which makes
-floating profit and exposure O(symbols held), not O(positions).
+floating profit and exposure O(symbols held), not O(positions); per symbol it also
+keeps each side's lots and snapshotted margins
+(:class:`~brokerkernel.kernel.trading.margin.SymbolMargins`), from which the group's
+hedged-margin policy gives the account's margin used in O(symbols held).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from brokerkernel.kernel.descriptors import SymbolTerms
 from brokerkernel.kernel.storage.models import Position, TradingAccount
+from brokerkernel.kernel.trading.margin import HedgedMargin, SymbolMargins
 from brokerkernel.kernel.trading.models import PendingOrder
 from brokerkernel.kernel.trading.terms import terms_from_json, terms_to_json
 
@@ -206,6 +210,7 @@ class AccountState:
     positions: dict[int, OpenPosition] = field(default_factory=dict)
     pending: dict[int, PendingState] = field(default_factory=dict)
     totals: dict[SymbolTerms, SideTotals] = field(default_factory=dict)
+    margins: dict[str, SymbolMargins] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -253,6 +258,7 @@ class AccountState:
             positions=dict(self.positions),
             pending=dict(self.pending),
             totals=dict(self.totals),
+            margins=dict(self.margins),
         )
 
     def account_row(self) -> dict[str, Any]:
@@ -290,6 +296,28 @@ class AccountState:
             self.totals.pop(position.terms, None)
         else:
             self.totals[position.terms] = totals
+        legs = self.margins.get(position.symbol, SymbolMargins()).add(
+            position.side, sign * position.volume, sign * position.margin
+        )
+        if legs.empty:
+            self.margins.pop(position.symbol, None)
+        else:
+            self.margins[position.symbol] = legs
+
+    def margin_charge(self, policy: HedgedMargin) -> Decimal:
+        """The margin used the positions held cost under ``policy`` (account currency,
+        rounded per symbol; :mod:`~brokerkernel.kernel.trading.margin`)."""
+        return policy.total(self.margins.values(), self.currency)
+
+    def added_margin(
+        self, policy: HedgedMargin, symbol: str, side: int, volume: Decimal, margin: Decimal
+    ) -> Decimal:
+        """How much :meth:`margin_charge` grows when a position of ``volume`` lots with
+        ``margin`` opens on ``symbol`` (account currency; 0 or negative when it
+        hedges, e.g. under ``larger_side`` a leg no larger than the other side)."""
+        legs = self.margins.get(symbol, SymbolMargins())
+        after = policy.total([legs.add(side, volume, margin)], self.currency)
+        return after - policy.total([legs], self.currency)
 
     def netting_position(self, symbol: str) -> OpenPosition | None:
         """The netting account's one position on ``symbol``, if any."""

@@ -6,10 +6,12 @@ equity against its group's levels on every tick and hands a
 queues a job on the account's shard worker. Under the account's lock, with exact
 Decimal state and the group's current quotes:
 
-* **stop-out** (DOMAIN.md, MT5): while the margin level (equity / margin x 100) is
-  below the group's ``stopout_level``, close the least profitable position first (the
-  lowest floating profit in the account currency; ties: the oldest ticket) at market,
-  in full, with reason ``stop-out``, and re-check. Every close writes a stop-out event
+* **stop-out** (DOMAIN.md, MT5): while the margin level (equity / margin x 100; the
+  margin is the group's hedged-margin charge of the positions, updated by every
+  close: :mod:`~brokerkernel.kernel.trading.margin`) is below the group's
+  ``stopout_level``, close the least profitable position first (the lowest floating
+  profit in the account currency; ties: the oldest ticket) at market, in full, with
+  reason ``stop-out``, and re-check. Every close writes a stop-out event
   (seed section 31: margin level at trigger and after the close, equity at trigger,
   realised profit, close price, the level, positions remaining), an ``order.closed``
   and an ``account.stop_out`` domain event, and an audit row from ``risk-service``.

@@ -6,7 +6,10 @@ e.g. ``EET``), by the market clock. Each rollover charges every position that wa
 open at that instant for the trading day that ended there (the local date just
 before the rollover), one ledger row ``swap`` per position, and adds the amount to
 the position's ``swap`` (``last_rollover_at`` records the last rollover charged, so a
-charge is never repeated and missed rollovers are caught up in order).
+charge is never repeated and missed rollovers are caught up in order). A rollover
+whose amount no quote converts yet (e.g. the catch-up right after a restart, before
+the FX quotes arrive) stays due, with the later ones, until the position's next
+settlement (the next rollover run, a close, an addition to a netting position).
 
 Amount per position and night, in the symbol's terms as the group resolves them now
 (rates x the group's ``swap_multiplier``; zero when the group is swap-free — Islamic
@@ -135,15 +138,13 @@ def settle_swaps(
 ) -> OpenPosition:
     """Charge every rollover the position has been open over and not yet paid, up to
     now; returns the position as it is afterwards (also staged)."""
+    unsettled = position
     since = position.last_rollover_at or position.open_time
-    due = env.rollovers.between(since, tx.now)
-    if not due:
-        return position
-    for rollover in due:
+    for rollover in env.rollovers.between(since, tx.now):
         try:
             amount, count = swap_amount(env, account, position, rollover)
         except ConversionUnavailable:
-            amount, count = ZERO, 0
+            break  # stays due (with the later ones) until a rate is quoted
         position = replace(position, swap=position.swap + amount, last_rollover_at=rollover)
         if amount:
             before = audit.snapshot(account)
@@ -178,7 +179,8 @@ def settle_swaps(
                 "position.swap_charged",
                 {"login": account.login, "ticket": position.ticket, **details},
             )
-    tx.put_position(account, position, new=False)
+    if position is not unsettled:
+        tx.put_position(account, position, new=False)
     return position
 
 

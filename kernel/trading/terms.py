@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerkernel.kernel.descriptors import SymbolTerms
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.storage.models import Group, GroupInstrument, Instrument
+from brokerkernel.kernel.trading.margin import FULL_MARGIN, HedgedMargin
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -68,7 +69,8 @@ class GroupSettings:
     (equity / margin x 100); ``max_exposure`` is in USD (None: unlimited), gross
     unless ``net_max_exposure``; ``commission_value`` is in the group currency;
     ``swap_free`` is already true for Islamic groups; ``swap_free_days`` counts days
-    after account creation without swaps.
+    after account creation without swaps; ``hedged_margin`` is the policy charging
+    opposite positions of hedging accounts (:mod:`~brokerkernel.kernel.trading.margin`).
     """
 
     id: str
@@ -88,6 +90,7 @@ class GroupSettings:
     max_exposure: Decimal | None
     net_max_exposure: bool
     is_active: bool
+    hedged_margin: HedgedMargin = FULL_MARGIN
 
     @classmethod
     def from_row(cls, group: Group) -> GroupSettings:
@@ -109,6 +112,7 @@ class GroupSettings:
             max_exposure=group.max_exposure,
             net_max_exposure=group.net_max_exposure,
             is_active=group.is_active,
+            hedged_margin=HedgedMargin(group.hedged_margin_mode, group.hedged_margin_rate),
         )
 
 

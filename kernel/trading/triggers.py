@@ -19,7 +19,9 @@ sell stop bid <= price; a long position's SL/TP on the bid, a short's on the ask
 A fired entry leaves the index and becomes a job on the account's shard worker, which
 re-checks it under the account's lock and the account's current state; a job that
 finds it no longer due re-arms it. Pending orders with an expiry sit in a time heap
-checked against the market clock. Removal is lazy (stale heap entries are skipped
+checked against the market clock; a pending order moves to its group's new terms
+when they change (the account's money-changed notice follows every group or
+configuration change). Removal is lazy (stale heap entries are skipped
 and heaps are compacted when mostly stale). Every process receives every tick, so an
 order placed through any process is watched by the process that wrote it.
 """
@@ -141,7 +143,16 @@ class TriggerIndex:
             heapq.heappush(self._expiries, (expiry_ms, order.id, account.login, seq))
 
     def money_changed(self, account: AccountState) -> None:
-        return None
+        """Move the account's watched pending orders whose group terms changed (a
+        group reassignment, a new override or spread) to the terms the group has now,
+        so they trigger on the quote the group sees."""
+        for order in account.pending.values():
+            entry = self._live.get(("pending", order.id, ""))
+            if entry is None:
+                continue  # not watched: fired (its job re-arms it) or not tradable
+            terms = self._terms.terms(account.group_id, order.symbol)
+            if terms is not entry.bucket.terms and terms != entry.bucket.terms:
+                self.pending_changed(account, order)
 
     def _add(self, key: Key, login: int, terms: SymbolTerms, heap: int, price: Decimal) -> None:
         buckets = self._buckets.setdefault(terms.symbol, {})

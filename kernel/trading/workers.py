@@ -14,9 +14,10 @@ and by one worker. A worker takes every job waiting in its queue (up to
 4. only then install the working copies as the accounts' committed state, tell the
    watchers (trigger index, risk engine), and settle the jobs.
 
-A batch that fails for an unexpected reason rolls back as a whole; its accounts are
-dropped from memory and each job is retried alone, so one broken request cannot fail
-the others.
+A batch whose pooled connection turns out dead at its first statement (the server
+dropped it: nothing was written) runs once more on a new connection. A batch that
+fails for an unexpected reason rolls back as a whole; its accounts are dropped from
+memory and each job is retried alone, so one broken request cannot fail the others.
 
 Durability is the database's: on PostgreSQL a commit is durable; on SQLite (WAL,
 ``synchronous=NORMAL``) a committed batch survives a process crash, and a power loss
@@ -32,6 +33,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.models import Position, TradingAccount
@@ -50,6 +52,12 @@ PENDING_COLUMNS = tuple(PendingOrder.__table__.c)
 
 class InternalError(Exception):
     """A job failed for an unexpected reason (logged); the API answers 500."""
+
+
+class ConnectionLost(Exception):
+    """A batch's first statement found its pooled connection dropped by the server
+    (e.g. a PostgreSQL restart; ``storage/db.py`` pings only idle connections). Nothing
+    was written and the pool has been renewed: the batch runs once more as it is."""
 
 
 def refresh_settings(state: AccountState, row: Any) -> None:
@@ -157,7 +165,11 @@ class OrderWorkers:
 
     async def _run(self, jobs: list[Job]) -> None:
         try:
-            await self.run_batch(jobs)
+            try:
+                await self.run_batch(jobs)
+            except ConnectionLost as lost:
+                log.warning("order worker: %s; running the batch again", lost)
+                await self.run_batch(jobs)
         except Exception as exc:
             for job in jobs:
                 self.book.forget(job.login)
@@ -203,14 +215,18 @@ class OrderWorkers:
     async def _lock(self, tx: ShardTransaction, logins: set[int]) -> set[int]:
         """Lock the accounts, put their working copies in ``tx.accounts``; returns
         the logins that had to be (re)loaded from the database."""
-        rows = (
-            await tx.session.execute(
-                select(*ACCOUNT_COLUMNS)
-                .where(TradingAccount.login.in_(sorted(logins)))
-                .order_by(TradingAccount.login)
-                .with_for_update()
-            )
-        ).all()
+        query = (
+            select(*ACCOUNT_COLUMNS)
+            .where(TradingAccount.login.in_(sorted(logins)))
+            .order_by(TradingAccount.login)
+            .with_for_update()
+        )
+        try:
+            rows = (await tx.session.execute(query)).all()
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                raise ConnectionLost("the database dropped the connection") from error
+            raise
         stale = []
         for row in rows:
             held = self.book.get(row.login)

@@ -14,7 +14,9 @@ plugins its plans use (``rules/prop``). It registers:
   judged after the fill (``breach`` fails the phase, ``warn`` flags);
 * at startup, the :class:`~brokerkernel.plugins.challenges.service.ChallengeService`
   in ``kernel.extensions["challenges"]`` (what the partner APIs call), the day-reset
-  and deadline schedule on the market clock and the fill listener.
+  (each followed by the plan's scaling check,
+  :meth:`~brokerkernel.plugins.challenges.service.ChallengeService.scale_due`) and
+  deadline schedule on the market clock and the fill listener.
 
 Config: ``default_group`` (group name for plans without ``group_id``; null: the
 kernel's default group), ``auto_advance`` (default of new plans: a passed phase
@@ -44,7 +46,12 @@ from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.risk.rules import AccountSnapshot, Level
 from brokerkernel.plugins.challenges.engine import RULE_NAME, PropEngine, positions_of
 from brokerkernel.plugins.challenges.plans import RuleTypeEntry
-from brokerkernel.plugins.challenges.service import PLAN_UPDATED, PLUGIN_NAME, ChallengeService
+from brokerkernel.plugins.challenges.service import (
+    PLAN_UPDATED,
+    PLUGIN_NAME,
+    ChallengeService,
+    challenge_service,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +232,7 @@ class _Schedule:
             await asyncio.sleep(self.timer_s)
             try:
                 self.check()
+                self.engine.retry_closes()
             except Exception:
                 log.exception("challenges schedule failed")
 
@@ -242,6 +250,7 @@ class _Schedule:
         try:
             await self.engine.reset_day(self.kernel.db, plan_id, now)
             self.kernel.risk.settle()
+            await challenge_service(self.kernel).scale_due(plan_id, now)
         except Exception:
             log.exception("day reset of plan %s failed", plan_id)
         finally:
@@ -291,6 +300,7 @@ async def idle(kernel: Any) -> None:
     (tests and tools driving the kernel by hand)."""
     engine = engine_of(kernel)
     for _ in range(3):
+        engine.flush_crossings()
         await kernel.relay.drain()
         schedule = _schedules.get(kernel)
         if schedule is not None:

@@ -8,14 +8,22 @@ How a prop account is watched (ARCHITECTURE.md, "Risk engine"; issue 6):
   target ceilings, and trailing floors (intraday max loss) that the engine raises with
   each account's equity peak itself, vectorised. The engine compares them with live
   equity per tick.
-* **Exact path** — a crossing of a ``prop`` level queues an :class:`EvaluateJob` on the
-  account's order worker: under the account's lock, with exact Decimal equity
+* **Exact path** — the crossings of ``prop`` levels of one drain of the risk engine's
+  sink (the crossings of a tick) form one :class:`CrossingBatch`: each crossing
+  queues an :class:`EvaluateJob` on the account's order worker at once, and at the
+  next event-loop iteration (:meth:`PropEngine.flush_crossings`) a
+  :class:`BreachCloseJob` per crossed account is queued behind them, so a worker
+  decides every crossed account of the drain before it closes any (17 breaches on
+  one tick do not wait for each other's closes; the closes share the decisions'
+  group commit or follow in the next one). An evaluation runs
+  under the account's lock, with exact Decimal equity
   (:class:`~brokerkernel.kernel.trading.valuation.Valuation`) and the account's
-  history read from the database, every rule is evaluated
-  (:meth:`PropEngine.evaluate_in`). A ``breach`` (of any rule) fails the phase in the
-  same transaction: every position is closed at market (reason ``prop-breach``), the
+  history read from the database: every rule is evaluated
+  (:meth:`PropEngine.evaluate_in`). A ``breach`` (of any rule) fails the phase: the
   account is marked ``failed`` (new orders are refused by :class:`PropPreTrade`),
-  ``account.breached`` and ``phase.failed`` are written to the outbox. Warnings
+  ``account.breached`` and ``phase.failed`` are written to the outbox, and every
+  position is closed at market (reason ``prop-breach``) — by the batch's close job,
+  or at once by an evaluation outside a batch (fill, deadline). Warnings
   (``drawdown.warning``) go out once per warning level and trading day;
   ``peak_equity`` is raised to the risk engine's equity peak (the rules evaluate on
   it); when every
@@ -136,6 +144,16 @@ class ConfiguredRule:
 
     type: str
     rule: PropRule
+
+
+@dataclass(slots=True)
+class CrossingBatch:
+    """The ``prop`` crossings of one drain of the risk engine's sink: ``logins`` the
+    crossed accounts (in order), ``breached`` those its evaluations failed, for its
+    close jobs (:class:`BreachCloseJob`)."""
+
+    logins: dict[int, None] = field(default_factory=dict)
+    breached: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -458,6 +476,11 @@ class PropEngine:
         self._next_resets: dict[str, datetime] = {}
         #: ``min(self._next_resets.values())``: ticks check one instant, not every plan.
         self._earliest_reset: datetime | None = None
+        #: The crossings of the current drain (:meth:`flush_crossings`).
+        self._batch: CrossingBatch | None = None
+        #: Failed accounts that still hold positions (no fresh quote at the breach, or a
+        #: crash between a batch's decision and its close): :meth:`retry_closes`.
+        self.unclosed: set[int] = set()
 
     def _set_next_reset(self, plan: PlanSpec, after: datetime) -> None:
         self._next_resets[plan.id] = next_reset(after, plan.reset_time, plan.zone)
@@ -530,7 +553,9 @@ class PropEngine:
         The peak is seeded with ``max(History.peak_equity, initial balance)``, raised
         to the engine's peak unless the account starts over (another cycle, or a
         stored peak lower than the cached one: a payout re-base), so a peak the engine
-        reached after the row was read is kept."""
+        reached after the row was read is kept. A view equal to the cached one (an
+        exact evaluation that changed nothing the rules read) keeps the engine's peak
+        and levels as they are: no re-levelling."""
         login = view.login
         current = self.views.get(login)
         seed = max(view.history.peak_equity, view.initial_balance)
@@ -541,8 +566,9 @@ class PropEngine:
         ):
             seed = max(seed, self.peak(login) or seed)
         self.views[login] = view
-        self.seed_peak(login, seed)
-        self.refresh(login)
+        if view != current:
+            self.seed_peak(login, seed)
+            self.refresh(login)
         if view.status in TRADING:
             state = view.input(self.now(), view.day.start_balance, view.day.start_equity)
             for configured in view.rules:
@@ -574,9 +600,48 @@ class PropEngine:
 
     def on_crossing(self, crossing: Crossing) -> None:
         """Risk-engine crossing of a ``prop`` level: evaluated exactly on the account's
-        worker."""
-        if crossing.login in self.views:
-            self.submit(EvaluateJob(self, crossing.login, crossing=crossing))
+        worker, in this drain's :class:`CrossingBatch`, whose close jobs
+        :meth:`flush_crossings` queues at the next event-loop iteration (at once
+        without a running loop)."""
+        if crossing.login not in self.views:
+            return
+        batch = self._batch
+        looped = True
+        if batch is None:
+            batch = self._batch = CrossingBatch()
+            try:
+                asyncio.get_running_loop().call_soon(self.flush_crossings)
+            except RuntimeError:
+                looped = False
+        batch.logins[crossing.login] = None
+        self.submit(EvaluateJob(self, crossing.login, crossing=crossing, batch=batch))
+        if not looped:
+            self.flush_crossings()
+
+    def flush_crossings(self) -> None:
+        """Queue a close job per account of the current :class:`CrossingBatch`, behind
+        its evaluations (module docstring, "Exact path"); the next crossing starts a
+        new batch."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        for login in batch.logins:
+            self.submit(BreachCloseJob(self, login, batch))
+
+    def retry_closes(self) -> None:
+        """Queue a close job for every failed account still holding positions
+        (:attr:`unclosed`; the schedule's timer calls this every ``timer_s``)."""
+        for login in sorted(self.unclosed):
+            self.submit(BreachCloseJob(self, login, None))
+
+    async def close_failed(self, env: Env, tx: ShardTransaction, account: AccountState) -> int:
+        """Close every position of a failed account (:func:`close_all`, reason
+        ``prop-breach``); one left open (no fresh quote) puts the account in
+        :attr:`unclosed` until a later :meth:`retry_closes` closes it."""
+        closed = await close_all(env, tx, account, BREACH_REASON)
+        if account.positions:
+            self.unclosed.add(account.login)
+        return closed
 
     def on_event(self, event: DomainEvent) -> None:
         """Fills update trading days and daily profit; other writers' prop changes
@@ -667,8 +732,11 @@ class PropEngine:
         *,
         crossing: Crossing | None = None,
         fill: DomainEvent | None = None,
+        batch: CrossingBatch | None = None,
     ) -> list[RuleResult]:
-        """The exact path on the locked account (module docstring); returns the results."""
+        """The exact path on the locked account (module docstring); returns the results.
+        A breach closes every position at once, or, in a ``batch``, records the login
+        for the batch's :class:`BreachCloseJob`."""
         if account is None:
             return []
         session = tx.session
@@ -734,7 +802,10 @@ class PropEngine:
             row.breach_floor = floor_value if isinstance(floor_value, Decimal) else None
             row.breach_equity = round_money(equity, currency)
             row.breached_at = now
-            await close_all(env, tx, account, BREACH_REASON)
+            if batch is None:
+                await self.close_failed(env, tx, account)
+            else:
+                batch.breached.add(login)
             tx.event(
                 "account.breached",
                 {
@@ -1159,7 +1230,8 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 class EvaluateJob(Job):
-    """Evaluate a prop account exactly on its worker (crossing, fill or deadline)."""
+    """Evaluate a prop account exactly on its worker (crossing, fill or deadline); in a
+    :class:`CrossingBatch`, a breach leaves the closes to the batch's close job."""
 
     def __init__(
         self,
@@ -1168,16 +1240,45 @@ class EvaluateJob(Job):
         *,
         crossing: Crossing | None = None,
         fill: DomainEvent | None = None,
+        batch: CrossingBatch | None = None,
     ) -> None:
         self.login = login
         self.engine = engine
         self.crossing = crossing
         self.fill = fill
+        self.batch = batch
 
     async def run(self, env: Env, tx: ShardTransaction, account: AccountState | None) -> Any:
         return await self.engine.evaluate_in(
-            env, tx, account, self.login, crossing=self.crossing, fill=self.fill
+            env, tx, account, self.login, crossing=self.crossing, fill=self.fill, batch=self.batch
         )
+
+
+class BreachCloseJob(Job):
+    """Close every position of an account its :class:`CrossingBatch` failed (queued
+    after every evaluation of the batch), or, with no batch, of a failed account that
+    still holds positions (:meth:`PropEngine.retry_closes`). Does nothing unless the
+    batch (if any) failed it and the locked row is ``failed`` (an evaluation rolled
+    back fails nothing). Returns the positions closed."""
+
+    def __init__(self, engine: PropEngine, login: int, batch: CrossingBatch | None) -> None:
+        self.login = login
+        self.engine = engine
+        self.batch = batch
+
+    async def run(self, env: Env, tx: ShardTransaction, account: AccountState | None) -> Any:
+        if account is None or (self.batch is not None and self.login not in self.batch.breached):
+            return 0
+        if self.batch is None and not account.positions:  # closed (seen committed)
+            self.engine.unclosed.discard(self.login)
+            return 0
+        status = await tx.session.scalar(
+            select(PropAccount.status).where(PropAccount.login == self.login).with_for_update()
+        )
+        if status != "failed":
+            self.engine.unclosed.discard(self.login)
+            return 0
+        return await self.engine.close_failed(env, tx, account)
 
 
 class PhaseJob(FutureJob):

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 
+from brokerkernel.api.jsonio import json_safe
 from brokerkernel.kernel.config import DefaultingValidator
 from brokerkernel.kernel.prop.rules import PropRule, RuleType
 from brokerkernel.plugins.challenges.models import VISIBILITIES, PropPlan
@@ -137,17 +138,6 @@ class RuleTypeEntry:
 
 def _error(loc: Sequence[Any], msg: str, type_: str) -> dict[str, Any]:
     return {"loc": ["body", *loc], "msg": msg, "type": type_}
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with Decimals as ints (integral) or floats, recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _schema_errors(

@@ -14,10 +14,10 @@ account of that tenant (:meth:`ChallengeService._customer`).
 Money moves through the kernel's ledger only: the initial balance is an approved
 system DEPOSIT (one ledger row) in the unit of work that creates the account; balance
 operations are approved system transactions; a processed payout is an approved
-WITHDRAWAL of the payout amount (and a scaling, when due, an approved DEPOSIT of the
-increase); a reset fee is only recorded (paid outside the account); phase changes
-and resets set the balance back to the plan size with one correction row on the
-account's order worker
+WITHDRAWAL of the payout amount (a failed one writes nothing); a scaling, when due at
+a payout or a day reset, is an approved DEPOSIT of the increase; a reset fee is only
+recorded (paid outside the account); phase changes and resets set the balance back
+to the plan size with one correction row on the account's order worker
 (:mod:`brokerkernel.plugins.challenges.engine`).
 """
 
@@ -37,12 +37,20 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerkernel.api.jsonio import json_safe
 from brokerkernel.kernel.config import DefaultingValidator
-from brokerkernel.kernel.customers import new_real_account
+from brokerkernel.kernel.customers import KycChange, new_customer, new_real_account
 from brokerkernel.kernel.events import record_event
 from brokerkernel.kernel.money.transactions import Actor, TransactionRequest, TransactionService
 from brokerkernel.kernel.prop.days import day_start, trading_day
-from brokerkernel.kernel.storage.models import Customer, Group, TradingAccount, Transaction, new_id
+from brokerkernel.kernel.storage.models import (
+    Customer,
+    Group,
+    Position,
+    TradingAccount,
+    Transaction,
+    new_id,
+)
 from brokerkernel.kernel.trading import ledger
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.jobs import FutureJob
@@ -53,6 +61,7 @@ from brokerkernel.plugins.challenges.engine import (
     PhaseJob,
     PlanSpec,
     PropEngine,
+    PropView,
     StatusJob,
     money_text,
     peak_of,
@@ -69,7 +78,6 @@ from brokerkernel.plugins.challenges.models import (
 from brokerkernel.plugins.challenges.plans import (
     PLAN_DEFAULTS,
     RuleTypeEntry,
-    json_safe,
     plan_json,
     validate_plan,
 )
@@ -233,7 +241,9 @@ class ChallengeService:
     # --- startup ----------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Cache every plan and every prop account not archived (with its history)."""
+        """Cache every plan and every prop account not archived (with its history);
+        note failed accounts that still hold positions (closed by the schedule's
+        :meth:`PropEngine.retry_closes`)."""
         async with self.kernel.db.read() as session:
             for plan in (await session.scalars(select(PropPlan))).all():
                 self.engine.set_plan(plan_spec(plan))
@@ -241,6 +251,13 @@ class ChallengeService:
                 await session.scalars(select(PropAccount).where(PropAccount.status != "archived"))
             ).all()
             days, profit = await _histories(session, None)
+            unclosed = await session.scalars(
+                select(PropAccount.login).where(
+                    PropAccount.status == "failed",
+                    PropAccount.login.in_(select(Position.login)),
+                )
+            )
+            self.engine.unclosed.update(unclosed)
         for row in rows:
             key = (row.login, row.cycle)
             self.engine.install(
@@ -433,23 +450,44 @@ class ChallengeService:
             if not await _tenants_own(session, customer.id, tenant_id):
                 raise PropError(409, TRADER_EMAIL_REFUSED)
             return customer, False
-        customer = Customer(
-            id=new_id(),
-            email=email,
+        customer = new_customer(
+            email,
+            now,
             password_hash=None,
+            registration_source="prop",
             first_name=trader.first_name,
             last_name=trader.last_name,
             phone=trader.phone,
             country=trader.country,
-            registration_source="prop",
-            compliance_status="active",
-            force_password_change=False,
-            is_active=True,
-            reg_time=now,
         )
         session.add(customer)
         await session.flush()
         return customer, True
+
+    async def kyc_changed(self, session: AsyncSession, change: KycChange) -> None:
+        """The kernel's :class:`~brokerkernel.kernel.customers.KycListener`: when a
+        customer's KYC status becomes ``approved``, one ``trader.kyc_passed`` (in the
+        unit of work of ``session``) per prop account of the customer that is not
+        archived — an FXPropTech trader is the prop account, routed to its tenant: the
+        account's base payload with ``provider``, ``provider_id``, ``doc_type`` and
+        ``doc_country``."""
+        result = change.result
+        if result.status != "approved":
+            return
+        rows = await session.scalars(
+            select(PropAccount)
+            .where(PropAccount.customer_id == result.customer_id, PropAccount.status != "archived")
+            .order_by(PropAccount.login)
+        )
+        document = {
+            "provider": result.provider,
+            "provider_id": result.provider_id,
+            "doc_type": result.doc_type,
+            "doc_country": result.doc_country,
+        }
+        for row in rows:
+            payload = {**self._view(row).base_payload(), **document}
+            record_event(session, "trader.kyc_passed", payload, change.at)
 
     async def holds_foreign_accounts(self, customer_id: str, tenant_id: str | None) -> bool:
         """Whether ``customer_id`` holds a trading account that is not a prop account
@@ -665,6 +703,21 @@ class ChallengeService:
         (daily and max), target progress, trading days, timestamps. 404 unknown."""
         return (await self._accounts_json([await self._row(account_id, tenant_id)]))[0]
 
+    async def get_accounts(
+        self, account_ids: Sequence[str], *, tenant_id: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """The :meth:`get_account` views of ``account_ids`` by id, read at once (a
+        constant number of queries); unknown and foreign ids are left out."""
+        if not account_ids:
+            return {}
+        async with self.kernel.db.read() as session:
+            rows = (
+                await session.scalars(
+                    self._account_query(tenant_id).where(PropAccount.id.in_(account_ids))
+                )
+            ).all()
+        return {view["id"]: view for view in await self._accounts_json(rows)}
+
     async def _accounts_json(self, rows: Sequence[PropAccount]) -> list[dict[str, Any]]:
         """The views of ``rows`` with a constant number of queries (histories of every
         row at once, the trading accounts in one read)."""
@@ -718,15 +771,17 @@ class ChallengeService:
         (whole days, rounded up, to the earliest ``period_ends_at`` a rule reports; None
         without a maximum trading period); ``rules``: one item per rule
         ``{rule, type, objective, status, reason, numbers}`` (money as strings). 404."""
+        return (await self.evaluation(account_id, tenant_id=tenant_id))[1]
+
+    async def evaluation(
+        self, account_id: str, *, tenant_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The :meth:`get_account` view and the :meth:`metrics` snapshot of one account
+        from one computation (the two agree). 404 unknown."""
         row = await self._row(account_id, tenant_id)
         metrics = (await self._metrics([row]))[0][1]
-        return {
-            "id": row.id,
-            "login": row.login,
-            "phase": row.phase,
-            "status": row.status,
-            **metrics,
-        }
+        snapshot = {"id": row.id, "login": row.login, "phase": row.phase, "status": row.status}
+        return self._account_json(row, metrics), {**snapshot, **metrics}
 
     async def _metrics(
         self, rows: Sequence[PropAccount]
@@ -1069,15 +1124,12 @@ class ChallengeService:
             requested_by=actor,
             requested_at=now,
         )
-        view = self.engine.views.get(row.login) or self.engine.view_of(
-            row, self.engine.plans[row.plan_id]
-        )
         async with kernel.db.transaction() as session:
             session.add(payout)
             record_event(
                 session,
                 "payout.requested",
-                {**view.base_payload(), **self._payout_numbers(payout)},
+                {**self._view(row).base_payload(), **self._payout_numbers(payout)},
                 now,
             )
         if execute:
@@ -1102,8 +1154,14 @@ class ChallengeService:
         and with the plan's ``drawdown_after_payout`` = ``rebase`` the initial
         balance, peaks and trailing floor re-based on the balance after the payout
         (``keep``: only the day snapshot moves down by the amount, since the money left
-        without a loss). Emits ``payout.processed``. 404, 409 not pending, 422 when
-        the balance no longer covers it."""
+        without a loss). Emits ``payout.processed``.
+
+        When the payout can no longer be processed — the account left ``funded``
+        (breached, failed, archived) or its profit (balance - initial balance) no
+        longer covers the amount since the request — it ends ``failed`` instead, in
+        the same unit of work: ``reason`` says why, no ledger row is written, and
+        ``payout.failed`` is emitted (the payout numbers and ``reason``); the answer is
+        that payout. 404 unknown or another tenant's, 409 not pending."""
         kernel = self.kernel
         now = kernel.clock.now()
         async with kernel.db.transaction() as session:
@@ -1118,12 +1176,19 @@ class ChallengeService:
             assert account is not None
             row = await session.get(PropAccount, payout.account_id, with_for_update=True)
             assert row is not None
+            profit = account.balance - row.initial_balance
             if row.status != "funded":
-                raise PropError(409, f"The account is {row.status}")
-            if payout.amount > account.balance - row.initial_balance:
-                raise PropError(
-                    422, [_field("amount", "exceeds the account's profit now", "maximum")]
+                failure: str | None = f"The account is {row.status}"
+            elif payout.amount > profit:
+                failure = (
+                    f"The account's profit {money_text(profit, payout.currency)} no longer "
+                    "covers the payout"
                 )
+            else:
+                failure = None
+            if failure is not None:
+                self._decline(session, payout, row, "failed", failure, actor, now)
+                return payout_json(payout)
             withdrawal = await self._system_move(
                 session,
                 account,
@@ -1154,9 +1219,7 @@ class ChallengeService:
                 {**view.base_payload(), **self._payout_numbers(payout)},
                 now,
             )
-            scaled = await self._scale(session, row, account, Actor(actor), now)
-            if scaled is not None:
-                record_event(session, "account.scaled", {**view.base_payload(), **scaled}, now)
+            await self._scale(session, row, account, Actor(actor), now)
         await self._reinstall(row)
         return payout_json(payout)
 
@@ -1176,20 +1239,38 @@ class ChallengeService:
                 raise PropError(409, f"The payout is {payout.status}")
             row = await session.get(PropAccount, payout.account_id)
             assert row is not None
-            payout.status = "rejected"
-            payout.reason = reason
-            payout.processed_by = actor
-            payout.processed_at = now
-            view = self.engine.views.get(row.login) or self.engine.view_of(
-                row, self.engine.plans[row.plan_id]
-            )
-            record_event(
-                session,
-                "payout.rejected",
-                {**view.base_payload(), **self._payout_numbers(payout), "reason": reason},
-                now,
-            )
+            self._decline(session, payout, row, "rejected", reason, actor, now)
         return payout_json(payout)
+
+    def _view(self, row: PropAccount) -> PropView:
+        """The account's cached view, else one built from ``row``."""
+        return self.engine.views.get(row.login) or self.engine.view_of(
+            row, self.engine.plans[row.plan_id]
+        )
+
+    def _decline(
+        self,
+        session: AsyncSession,
+        payout: PropPayout,
+        row: PropAccount,
+        status: str,
+        reason: str,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """End a pending payout ``status`` (``rejected`` or ``failed``) with ``reason``,
+        who and when, no money moved; emits ``payout.<status>`` (the payout numbers
+        and ``reason``) in ``session``."""
+        payout.status = status
+        payout.reason = reason
+        payout.processed_by = actor
+        payout.processed_at = now
+        record_event(
+            session,
+            f"payout.{status}",
+            {**self._view(row).base_payload(), **self._payout_numbers(payout), "reason": reason},
+            now,
+        )
 
     async def _scale(
         self,
@@ -1198,8 +1279,9 @@ class ChallengeService:
         account: TradingAccount,
         actor: Actor,
         now: datetime,
-    ) -> dict[str, Any] | None:
-        """The plan's scaling, checked when a payout is processed (in its unit of work).
+    ) -> bool:
+        """The plan's scaling, checked in the unit of work of ``session`` when a payout
+        is processed and at each day reset of the plan (:meth:`scale_due`).
 
         The scaling cycle runs from the funded start (or the last scaling) for
         ``every_months`` calendar months; once it has run, the account qualifies when
@@ -1209,16 +1291,18 @@ class ChallengeService:
         ``increase_pct`` % (capped at ``max_size``; rounded to the currency): one
         approved system DEPOSIT (one ledger row), the initial balance, day snapshot,
         peaks and trailing floor move up by the increase (the floors follow the new
-        size), ``profit_split`` replaces the trader's share when given, and a new cycle
-        starts. Not qualifying: the cycle goes on to the next payout. Returns the
-        ``account.scaled`` numbers (money as strings), None when it did not scale."""
+        size), ``profit_split`` replaces the trader's share when given, a new cycle
+        starts and ``account.scaled`` is emitted with the numbers (money as strings:
+        ``previous_size``, ``account_size``, ``increase``, ``cycle_profit``, ``payouts``,
+        ``profit_split``). Not qualifying: the cycle goes on to the next check.
+        Returns whether the account scaled (the caller bumps the row's version)."""
         plan = await session.get(PropPlan, row.plan_id)
         rules = None if plan is None else plan.scaling
         if plan is None or not rules or row.status != "funded":
-            return None
+            return False
         start = row.scaled_at or row.funded_at or row.phase_started_at
         if now < add_months(start, int(rules["every_months"])):
-            return None
+            return False
         amounts = (
             await session.scalars(
                 select(PropPayout.amount).where(
@@ -1232,14 +1316,14 @@ class ChallengeService:
         profit = sum(amounts, Decimal(0)) + account.balance - row.initial_balance
         minimum = Decimal(str(rules["min_profit_pct"]))
         if len(amounts) < int(rules.get("min_payouts") or 0) or profit * HUNDRED < minimum * size:
-            return None
+            return False
         target = size * (HUNDRED + Decimal(str(rules["increase_pct"]))) / HUNDRED
         if rules.get("max_size") is not None:
             target = min(target, Decimal(str(rules["max_size"])))
         currency = plan.currency
         increase = round_money(target - size, currency)
         if increase <= 0:
-            return None
+            return False
         await self._system_move(
             session,
             account,
@@ -1264,14 +1348,60 @@ class ChallengeService:
             row.profit_split = Decimal(str(rules["profit_split"]))
         row.scaled_at = now
         split = plan.profit_split if row.profit_split is None else row.profit_split
-        return {
+        numbers = {
             "previous_size": money_text(size, currency),
             "account_size": money_text(row.account_size, currency),
             "increase": money_text(increase, currency),
             "cycle_profit": money_text(profit, currency),
             "payouts": len(amounts),
-            "profit_split": str(split),
+            "profit_split": format(split.normalize(), "f"),  # a stored split has NUMERIC scale
         }
+        record_event(session, "account.scaled", {**self._view(row).base_payload(), **numbers}, now)
+        return True
+
+    async def scale_due(self, plan_id: str, at: datetime) -> int:
+        """The day reset's scaling check of ``plan_id`` at ``at`` (UTC): every funded
+        account whose scaling cycle has run (``every_months`` since the funded start
+        or the last scaling) is checked by :meth:`_scale` in its own unit of work (the
+        trading account locked before the prop account, as the order workers lock
+        them; a second process finds the new cycle and does nothing), so an account
+        that qualifies scales at the first reset after its cycle ends even without a
+        payout then. Returns the accounts scaled. One query when the plan has no
+        scaling."""
+        async with self.kernel.db.read() as session:
+            rules = await session.scalar(select(PropPlan.scaling).where(PropPlan.id == plan_id))
+            if not rules:
+                return 0
+            # a coarse bound (a month has >= 28 days); _scale checks the calendar months
+            ended = at - timedelta(days=28 * int(rules["every_months"]))
+            start = func.coalesce(
+                PropAccount.scaled_at, PropAccount.funded_at, PropAccount.phase_started_at
+            )
+            ids = (
+                await session.scalars(
+                    select(PropAccount.id).where(
+                        PropAccount.plan_id == plan_id,
+                        PropAccount.status == "funded",
+                        start <= ended,
+                    )
+                )
+            ).all()
+        scaled = 0
+        for account_id in ids:
+            async with self.kernel.db.transaction() as session:
+                login = await session.scalar(
+                    select(PropAccount.login).where(PropAccount.id == account_id)
+                )
+                account = await ledger.lock_account(session, login)
+                row = await session.get(PropAccount, account_id, with_for_update=True)
+                assert account is not None and row is not None
+                if not await self._scale(session, row, account, SYSTEM, at):
+                    continue
+                row.version += 1
+                row.updated_at = at
+            scaled += 1
+            await self._reinstall(row)
+        return scaled
 
     async def list_payouts(
         self,

@@ -28,6 +28,7 @@ from brokerkernel.api.errors import ApiError
 from brokerkernel.api.jsonio import respond
 from brokerkernel.api.keys import KERNEL
 from brokerkernel.api.openapi import operation
+from brokerkernel.kernel.customers import kyc_statuses
 from brokerkernel.kernel.storage.models import Customer
 from brokerkernel.plugins.challenges.http import (
     change_account,
@@ -48,8 +49,6 @@ from brokerkernel.plugins.fxproptech.onboarding import SOURCE
 TAGS: Final = ["fxproptech"]
 #: ``source`` of the evaluations ``POST /v1/evaluations`` provisions.
 EVALUATION_SOURCE: Final = "fxproptech_evaluation"
-#: No KYC provider records a status in this kernel yet.
-KYC_UNKNOWN: Final = "not_started"
 #: ``source`` of the accounts ``POST /v1/accounts`` opens.
 ACCOUNT_SOURCE: Final = "fxproptech_account"
 NOT_FOUND: Final = "Account not found"
@@ -105,17 +104,23 @@ def field_renamed(service_field: str, api_field: str) -> Iterator[None]:
 # --- views ---------------------------------------------------------------------------
 
 
-async def _customers(request: web.Request, ids: Iterable[str]) -> dict[str, Customer]:
+async def _customers(
+    request: web.Request, ids: Iterable[str]
+) -> tuple[dict[str, Customer], dict[str, str]]:
+    """The customers of ``ids`` by id, and their KYC statuses (two queries)."""
+    wanted = set(ids)
     async with request.app[KERNEL].db.read() as session:
-        rows = await session.scalars(select(Customer).where(Customer.id.in_(set(ids))))
-        return {row.id: row for row in rows}
+        rows = await session.scalars(select(Customer).where(Customer.id.in_(wanted)))
+        return {row.id: row for row in rows}, await kyc_statuses(session, wanted)
 
 
-def trader_view(account: Mapping[str, Any], customer: Customer | None) -> dict[str, Any]:
+def trader_view(
+    account: Mapping[str, Any], customer: Customer | None, kyc_status: str
+) -> dict[str, Any]:
     """A trader: the prop account's state (the service's account view) with its
-    customer's profile and KYC status (``not_started``: no KYC provider records one in
-    this kernel yet). Money in the account currency; ``pnl`` = equity - the phase's
-    initial balance; ``risk_limits`` the per rule parameter overrides."""
+    customer's profile and ``kyc_status`` (the customer's, from ``POST /webhooks/kyc``:
+    ``not_started`` without a result). Money in the account currency; ``pnl`` = equity
+    - the phase's initial balance; ``risk_limits`` the per rule parameter overrides."""
     return {
         "id": account["id"],
         "customer_id": account["customer_id"],
@@ -123,7 +128,7 @@ def trader_view(account: Mapping[str, Any], customer: Customer | None) -> dict[s
         "first_name": customer.first_name if customer else None,
         "last_name": customer.last_name if customer else None,
         "country": customer.country if customer else None,
-        "kyc_status": KYC_UNKNOWN,
+        "kyc_status": kyc_status,
         "status": account["status"],
         "tier": account["tier"],
         RISK_LIMITS: account[OVERRIDES],
@@ -139,8 +144,9 @@ def trader_view(account: Mapping[str, Any], customer: Customer | None) -> dict[s
 
 
 async def _trader(request: web.Request, account: Mapping[str, Any]) -> dict[str, Any]:
-    customers = await _customers(request, [account["customer_id"]])
-    return trader_view(account, customers.get(account["customer_id"]))
+    owner = account["customer_id"]
+    customers, kyc = await _customers(request, [owner])
+    return trader_view(account, customers.get(owner), kyc[owner])
 
 
 # --- traders -------------------------------------------------------------------------
@@ -168,8 +174,10 @@ async def list_traders(request: web.Request) -> web.Response:
         limit=params["limit"],
         offset=params["offset"],
     )
-    customers = await _customers(request, (a["customer_id"] for a in accounts))
-    items = [trader_view(a, customers.get(a["customer_id"])) for a in accounts]
+    customers, kyc = await _customers(request, (a["customer_id"] for a in accounts))
+    items = [
+        trader_view(a, customers.get(a["customer_id"]), kyc[a["customer_id"]]) for a in accounts
+    ]
     return respond(paged(items, total, params))
 
 
@@ -277,10 +285,7 @@ def evaluation_view(account: Mapping[str, Any], metrics: Mapping[str, Any]) -> d
 
 
 async def _evaluation(request: web.Request, account_id: str, tenant_id: str | None) -> Any:
-    challenges = service(request)
-    account = await challenges.get_account(account_id, tenant_id=tenant_id)
-    metrics = await challenges.metrics(account_id, tenant_id=tenant_id)
-    return evaluation_view(account, metrics)
+    return evaluation_view(*await service(request).evaluation(account_id, tenant_id=tenant_id))
 
 
 @operation(
@@ -300,7 +305,7 @@ async def _trader_of(request: web.Request, trader_id: str, tenant_id: str | None
     """The trader (customer) of ``trader_id``, one of the partner's trader accounts;
     404 ``Account not found`` for an unknown or foreign id."""
     owner = await service(request).get_account(trader_id, tenant_id=tenant_id)
-    customer = (await _customers(request, [owner["customer_id"]]))[owner["customer_id"]]
+    customer = (await _customers(request, [owner["customer_id"]]))[0][owner["customer_id"]]
     return TraderSpec(email=customer.email, customer_id=customer.id)
 
 
@@ -546,7 +551,9 @@ PAYOUT_DECISION_RESPONSES: Final[dict[int, Any]] = {
 )
 @guarded
 async def approve_payout(request: web.Request) -> web.Response:
-    """Process a pending payout (ledger withdrawal, ``payout.processed``)."""
+    """Process a pending payout (ledger withdrawal, ``payout.processed``); ``failed``
+    with a ``reason`` when the account left ``funded`` or its profit no longer covers
+    the amount (no money moves, ``payout.failed``)."""
     who = require_partner(request, "payouts:write")
     data = await validation.body(request, schemas.PAYOUT_APPROVE)
     payout = await service(request).approve_payout(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokerkernel.kernel.kyc import KYC_STATUSES, NOT_STARTED
 from brokerkernel.plugins.challenges.http import (
     EXTERNAL_REF,
     PAGE_PROPERTIES,
@@ -150,7 +151,7 @@ TRADER_RESPONSE: dict[str, Any] = {
         "first_name": {"type": "string"},
         "last_name": {"type": "string"},
         "country": {"type": ["string", "null"]},
-        "kyc_status": {"enum": ["not_started"]},
+        "kyc_status": {"enum": [NOT_STARTED, *KYC_STATUSES]},
         "status": {"enum": list(ACCOUNT_STATUSES)},
         "tier": {"type": ["string", "null"]},
         "risk_limits": RISK_LIMITS,

@@ -66,6 +66,7 @@ from brokerkernel.api.live import SLOW_CONSUMER, close_socket, text_frame, write
 from brokerkernel.api.openapi import operation
 from brokerkernel.kernel.cache import RedisCache
 from brokerkernel.kernel.events import STREAM, DomainEvent
+from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.plugins.challenges.models import PropAccount
 
 if TYPE_CHECKING:
@@ -179,9 +180,7 @@ class TradeStreamHub:
             self._stopping = True
             await self._tail_task
             self._tail_task = None
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
+        await cancel_and_wait(self._tasks, *self._closing)
         self._tasks = []
 
     # --- events -----------------------------------------------------------------------

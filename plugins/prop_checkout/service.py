@@ -192,9 +192,11 @@ class PropCheckout:
                     payment_id, customer_id, tier, plan_id, data, now, status=SUCCEEDED, paid_at=now
                 )
             )
-        if not await self.provisioner.provision(payment_id):
+        provisioned = await self.provisioner.provision(payment_id)
+        if provisioned is None:
             return payment_id, None
-        return payment_id, await self.account(customer_id, await self._account_id_of(payment_id))
+        (view,) = await self._views([provisioned])
+        return payment_id, view
 
     def _payment(
         self,
@@ -222,14 +224,6 @@ class PropCheckout:
             updated_at=now,
             **columns,
         )
-
-    async def _account_id_of(self, payment_id: str) -> str:
-        async with self.db.read() as session:
-            account_id = await session.scalar(
-                select(PropPayment.prop_account_id).where(PropPayment.id == payment_id)
-            )
-        assert account_id is not None
-        return str(account_id)
 
     # --- Stripe events ------------------------------------------------------------------
 
@@ -368,18 +362,19 @@ class PropCheckout:
                 )
             )
             uuids = {login: uid for login, uid in result}
-        challenges = self.challenges()
+        states = await self.challenges().get_accounts(
+            [str(p.prop_account_id) for p in payments], tenant_id=None
+        )
         views = []
         for payment in payments:
             assert payment.prop_account_id is not None and payment.login is not None
-            state = await challenges.get_account(payment.prop_account_id, tenant_id=None)
             views.append(
                 {
                     "id": payment.prop_account_id,
                     "tier_id": payment.tier_id,
                     "asset_class": payment.asset_class,
                     "account_size": payment.account_size,
-                    "status": state["status"],
+                    "status": states[payment.prop_account_id]["status"],
                     "subaccount_id": payment.login,
                     "subaccount_uuid": uuids.get(payment.login),
                     "synthetic_hotkey": synthetic_hotkey(payment.prop_account_id),
@@ -458,17 +453,18 @@ class Provisioner:
             for payment_id in due:
                 if self._stopping:
                     break
-                done += await self.provision(payment_id)
+                done += await self.provision(payment_id) is not None
             if len(due) < batch:
                 break
         return done
 
-    async def provision(self, payment_id: str) -> bool:
-        """Claim and provision one ``succeeded`` payment; whether it is now provisioned
-        by this call (False: another worker holds it, it failed, or it was flagged)."""
+    async def provision(self, payment_id: str) -> PropPayment | None:
+        """Claim and provision one ``succeeded`` payment: the payment as this call
+        provisioned it (its prop account id and login set), None when another worker
+        holds it, it failed or it was flagged."""
         payment = await self._claim(payment_id)
         if payment is None:
-            return False
+            return None
         try:
             if payment.stripe_payment_intent_id is not None:
                 intent = await self.checkout.stripe().retrieve_intent(
@@ -482,7 +478,7 @@ class Provisioner:
                 if problem is not None:
                     await self._finish(payment_id, status=FLAGGED, flag_reason=problem)
                     log.warning("prop payment %s flagged: %s", payment_id, problem)
-                    return False
+                    return None
             email = await self.checkout.email(payment.customer_id)
             account = await self.checkout.challenges().provision(
                 payment.plan_id,
@@ -494,20 +490,22 @@ class Provisioner:
             )
         except (PropError, GatewayError) as exc:
             await self._failed(payment, str(getattr(exc, "detail", exc)))
-            return False
+            return None
         except Exception as exc:
             log.exception("provisioning prop payment %s failed", payment_id)
             await self._failed(payment, f"{type(exc).__name__}: {exc}")
-            return False
-        await self._finish(
-            payment_id,
-            status=PROVISIONED,
-            prop_account_id=str(account["id"]),
-            login=int(account["login"]),
-            provisioned_at=self.checkout.clock.now(),
-            last_error=None,
-        )
-        return True
+            return None
+        provisioned = {
+            "status": PROVISIONED,
+            "prop_account_id": str(account["id"]),
+            "login": int(account["login"]),
+            "provisioned_at": self.checkout.clock.now(),
+            "last_error": None,
+        }
+        await self._finish(payment_id, **provisioned)
+        for column, value in provisioned.items():  # the detached row, as now stored
+            setattr(payment, column, value)
+        return payment
 
     async def _claim(self, payment_id: str) -> PropPayment | None:
         now = wall_now()

@@ -122,7 +122,7 @@ async def list_payouts(request: web.Request) -> web.Response:
     "Approve a pending prop payout",
     tags=TAGS,
     responses={
-        200: "The processed payout",
+        200: "The processed payout, or the failed one (``reason``)",
         404: "Payout not found",
         409: "Not pending",
     },
@@ -130,7 +130,9 @@ async def list_payouts(request: web.Request) -> web.Response:
 )
 async def approve_payout(request: web.Request) -> web.Response:
     """Processes the payout: the amount leaves the balance in one ledger row and
-    ``payout.processed`` is emitted."""
+    ``payout.processed`` is emitted; when the account left ``funded`` or its profit no
+    longer covers the amount, the payout ends ``failed`` with a ``reason`` (no money
+    moves, ``payout.failed``)."""
     who = require_staff(request, PAYOUT_PERMISSION)
     payout = await service(request).approve_payout(
         path_id(request), tenant_id=None, actor=who.subject

@@ -86,6 +86,13 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "default": 86400,
             "description": "Cap on a 429 answer's Retry-After.",
         },
+        "allow_private_networks": {
+            "type": "boolean",
+            "default": False,
+            "description": "Let subscriptions and deliveries reach loopback, private, "
+            "link-local and other non-public addresses (SSRF guard off: tests and local "
+            "benches only; see the endpoints module).",
+        },
         "rotation_grace_s": {
             "type": "integer",
             "minimum": 0,

@@ -17,11 +17,14 @@ FXPropTech name               kernel event(s)
 
 Broker extensions (in neither seed; kernel events of that name, emitted by the
 challenges plugin): ``payout.rejected`` (a declined payout: its numbers and
-``reason``), ``account.reset`` (reset/retake of a phase), ``account.scaled`` (a funded
-account grown by the scaling plan).
+``reason``), ``payout.failed`` (a payout that could not be processed at approval: its
+numbers and ``reason``), ``account.reset`` (reset/retake of a phase),
+``account.scaled`` (a funded account grown by the scaling plan).
 
-``trader.kyc_passed`` is accepted but has no producer yet: the kernel records no KYC
-outcome event (``KycProvider`` plugins register providers only).
+``trader.kyc_passed`` is emitted by the challenges plugin when a customer's KYC
+status becomes ``approved`` (``POST /webhooks/kyc``; the kernel's own event is
+``customer.kyc_status_changed``): one per prop account of the customer, routed to the
+account's tenant.
 
 A subscription listing both a kernel name and its FXPropTech alias receives one
 message under each name.
@@ -59,7 +62,7 @@ FXPROPTECH_EVENTS = (
     "risk.violation_flagged",
 )
 #: The broker's own lifecycle events, beyond both seeds.
-BROKER_EVENTS = ("payout.rejected", "account.reset", "account.scaled")
+BROKER_EVENTS = ("payout.rejected", "payout.failed", "account.reset", "account.scaled")
 #: Every name a subscription may list: the seeds' in their order, then the broker's.
 EVENT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(ZT4_EVENTS + FXPROPTECH_EVENTS + BROKER_EVENTS))
 

@@ -17,7 +17,8 @@ Outcomes (Standard Webhooks, "Retries"; schedule from the issue):
 * 410 Gone: ``failed`` and the subscription is disabled (``disabled_reason``).
 * 429: retried no earlier than ``Retry-After`` (seconds or an HTTP date, capped at
   ``max_retry_after_s``) nor the schedule's next delay.
-* anything else (other statuses, redirects, timeouts, connection errors): retried
+* anything else (other statuses, redirects, timeouts, connection errors, an endpoint
+  the SSRF guard refuses at sending time, :mod:`.endpoints`): retried
   after the next delay of ``retry_schedule_s`` (default: immediately, 5 s, 5 min,
   30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h); after ``max_attempts`` attempts ``failed``.
 
@@ -42,9 +43,11 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import exists, insert, or_, select, update
+from yarl import URL
 
 from brokerkernel.kernel.security import WallClock
 from brokerkernel.kernel.storage.db import Database
+from brokerkernel.plugins.webhooks.endpoints import EndpointGuard
 from brokerkernel.plugins.webhooks.models import (
     ATTEMPTS,
     DELIVERIES,
@@ -97,13 +100,14 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A leased delivery and what sending it needs (secrets still sealed)."""
+    """A leased delivery and what sending it needs (secrets still sealed; the URL
+    parsed once per subscription and claim, not per request)."""
 
     id: str
     subscription_id: str
     attempts: int
     body: bytes
-    url: str
+    url: URL
     secrets: tuple[str, ...]
 
 
@@ -143,10 +147,16 @@ class DeliveryWorker:
     """Sends due deliveries (module docstring)."""
 
     def __init__(
-        self, db: Database, signer: Signer, settings: DeliverySettings, wall: WallClock
+        self,
+        db: Database,
+        signer: Signer,
+        guard: EndpointGuard,
+        settings: DeliverySettings,
+        wall: WallClock,
     ) -> None:
         self._db = db
         self._signer = signer
+        self._guard = guard
         self._settings = settings
         self._wall = wall
         self._session: aiohttp.ClientSession | None = None
@@ -179,11 +189,14 @@ class DeliveryWorker:
 
     def _http(self) -> aiohttp.ClientSession:
         """The worker's keep-alive session (opened on first use): one pooled
-        connection per request in flight, no cookies kept from partners' answers,
-        no ``Accept``/``Accept-Encoding`` headers."""
+        connection per request in flight, names resolved through the SSRF guard
+        (:meth:`EndpointGuard.connector_resolver`), no cookies kept from partners'
+        answers, no ``Accept``/``Accept-Encoding`` headers."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._settings.concurrency),
+                connector=aiohttp.TCPConnector(
+                    limit=self._settings.concurrency, resolver=self._guard.connector_resolver()
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Accept", "Accept-Encoding"),
@@ -236,10 +249,16 @@ class DeliveryWorker:
         http = self._http()
         queue = iter(enumerate(claimed))
         found: dict[int, Outcome] = {}
+        refused = {url: self._guard.literal_refusal(url) for url in {c.url for c in claimed}}
 
         async def lane() -> None:
             for index, item in queue:
-                found[index] = await self._send(http, item)
+                reason = refused[item.url]
+                found[index] = (
+                    await self._send(http, item)
+                    if reason is None
+                    else Outcome(None, 0, reason, None, None)
+                )
 
         lanes = min(self._settings.concurrency, len(claimed))
         await asyncio.gather(*(lane() for _ in range(lanes)))
@@ -304,7 +323,7 @@ class DeliveryWorker:
                 return [], token
             endpoints = {
                 r.id: (
-                    r.url,
+                    URL(r.url),
                     (r.secret,)
                     if r.previous_secret is None or r.previous_secret_expires_at <= now
                     else (r.secret, r.previous_secret),

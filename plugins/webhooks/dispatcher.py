@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import secrets
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import timedelta
 
 from sqlalchemy import Integer, bindparam, column, select, text
@@ -76,6 +76,22 @@ def _route(event: DomainEvent) -> Route | None:
     if event.type in LOGIN_ROUTED and isinstance(login, int):
         return ("login", login)
     return None
+
+
+def _deliveries(event: DomainEvent, targets: Sequence[Target]) -> Iterator[tuple[str, str, str]]:
+    """``(subscription id, event name, body)`` of each delivery ``event`` makes: one per
+    target and catalog name it subscribed to; targets of one style share a rendering."""
+    bodies: dict[tuple[str, str], str] = {}
+    for subscription_id, subscribed, style in targets:
+        for name in subscribed_names(event.type):
+            if name not in subscribed:
+                continue
+            body = bodies.get((style, name))
+            if body is None:
+                body = bodies[style, name] = render(
+                    style, name, event.id, event.occurred_at, event.payload
+                )
+            yield subscription_id, name, body
 
 
 class Dispatcher:
@@ -151,32 +167,21 @@ class Dispatcher:
             found = await self._targets(session, {route for _, route in events})
             now = self._wall.now()
             due = now + self._first_delay
-            rows = []
-            for event, route in events:
-                targets = found.get(route, [])
-                bodies: dict[tuple[str, str], str] = {}  # subscriptions share a rendering
-                for subscription_id, subscribed, style in targets:
-                    for name in subscribed_names(event.type):
-                        if name not in subscribed:
-                            continue
-                        body = bodies.get((style, name))
-                        if body is None:
-                            body = bodies[style, name] = render(
-                                style, name, event.id, event.occurred_at, event.payload
-                            )
-                        rows.append(
-                            {
-                                "id": f"msg_{uuid.uuid4().hex}",
-                                "subscription_id": subscription_id,
-                                "event_id": event.id,
-                                "event_type": name,
-                                "body": body,
-                                "status": "pending",
-                                "attempts": 0,
-                                "next_attempt_at": due,
-                                "created_at": now,
-                            }
-                        )
+            rows = [
+                {
+                    "id": f"msg_{secrets.token_hex(16)}",  # 128 random bits
+                    "subscription_id": subscription_id,
+                    "event_id": event.id,
+                    "event_type": name,
+                    "body": body,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": due,
+                    "created_at": now,
+                }
+                for event, route in events
+                for subscription_id, name, body in _deliveries(event, found.get(route, []))
+            ]
             if not rows:
                 return 0
             inserted = len((await session.execute(self._insert_rows, rows)).all())

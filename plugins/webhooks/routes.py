@@ -18,7 +18,8 @@ GET      ``/webhooks/{id}/deliveries/stats``  counts, success rate, latency, las
 
 Errors: 401 without a token; 403 ``prop_firm_not_enabled`` / ``insufficient_scope``
 (ZT4 entitlement gate, ``api/auth.py``); 404 ``Webhook subscription not found``
-(another tenant's too); 422 listing every field error (an unknown event name is one).
+(another tenant's too); 422 listing every field error (an unknown event name is one;
+a URL the SSRF guard refuses, :mod:`.endpoints`, is a ``url`` error of its own).
 """
 
 from __future__ import annotations
@@ -192,7 +193,11 @@ async def _on_path_id(
     "Subscribe an endpoint to events",
     tags=TAGS,
     body=CREATE_SCHEMA,
-    responses={201: WITH_SECRET, 422: "Field errors (e.g. an unknown event name)"},
+    responses={
+        201: WITH_SECRET,
+        422: "Field errors (e.g. an unknown event name, a URL with credentials or whose "
+        "host is not public)",
+    },
     security=SECURITY,
 )
 async def create(request: web.Request) -> web.Response:
@@ -201,7 +206,7 @@ async def create(request: web.Request) -> web.Response:
     who, tenant_id, subscriptions = _partner(request)
     data = await validation.body(request, CREATE_SCHEMA)
     style = FXPROPTECH if request.path.startswith("/v1/") else STANDARD
-    view, secret = await subscriptions.create(tenant_id, who.subject, data, style)
+    view, secret = await _answer(subscriptions.create(tenant_id, who.subject, data, style))
     return respond({**view, "secret": secret}, status=201)
 
 
@@ -230,7 +235,11 @@ async def get(request: web.Request) -> web.Response:
     "Change a webhook subscription",
     tags=TAGS,
     body=UPDATE_SCHEMA,
-    responses={200: SUBSCRIPTION, 404: NOT_FOUND, 422: "Field errors"},
+    responses={
+        200: SUBSCRIPTION,
+        404: NOT_FOUND,
+        422: "Field errors (e.g. a URL with credentials or whose host is not public)",
+    },
     security=SECURITY,
 )
 async def patch(request: web.Request) -> web.Response:

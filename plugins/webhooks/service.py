@@ -8,6 +8,7 @@ from typing import Any
 from brokerkernel.kernel.security import WallClock
 from brokerkernel.plugins.webhooks.delivery import DeliverySettings, DeliveryWorker
 from brokerkernel.plugins.webhooks.dispatcher import Dispatcher
+from brokerkernel.plugins.webhooks.endpoints import EndpointGuard
 from brokerkernel.plugins.webhooks.signing import BOX_PURPOSE, Signer
 from brokerkernel.plugins.webhooks.subscriptions import Subscriptions
 
@@ -15,17 +16,21 @@ PLUGIN_NAME = "webhooks"
 
 
 class WebhookService:
-    """``subscriptions`` (the API's operations), ``dispatcher`` (a bus subscriber) and
-    ``worker`` (sends due deliveries). ``wall`` is the wall clock of retry times,
-    leases and log timestamps; tests move it with ``wall.offset_s``."""
+    """``subscriptions`` (the API's operations), ``dispatcher`` (a bus subscriber),
+    ``worker`` (sends due deliveries) and ``guard`` (the SSRF rules both apply).
+    ``wall`` is the wall clock of retry times, leases and log timestamps; tests move it
+    with ``wall.offset_s``."""
 
     def __init__(self, kernel: Any) -> None:
         config = kernel.plugins.plugin_config(PLUGIN_NAME)
         self.wall = WallClock()
         self.settings = DeliverySettings.from_config(config)
         signer = Signer(kernel.tokens.box(BOX_PURPOSE))
-        self.subscriptions = Subscriptions(kernel.db, signer, self.wall, config["rotation_grace_s"])
-        self.worker = DeliveryWorker(kernel.db, signer, self.settings, self.wall)
+        self.guard = EndpointGuard(config["allow_private_networks"])
+        self.subscriptions = Subscriptions(
+            kernel.db, signer, self.guard, self.wall, config["rotation_grace_s"]
+        )
+        self.worker = DeliveryWorker(kernel.db, signer, self.guard, self.settings, self.wall)
         self.dispatcher = Dispatcher(
             kernel.db, self.wall, self.settings.delay_before(1), self.worker.wake
         )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.security import WallClock
 from brokerkernel.kernel.storage.db import Database
+from brokerkernel.plugins.webhooks.endpoints import EndpointGuard
 from brokerkernel.plugins.webhooks.models import (
     WebhookAttempt,
     WebhookDelivery,
@@ -93,11 +94,15 @@ def percentile(sorted_values: list[int], pct: int) -> int | None:
 
 
 class Subscriptions:
-    """Subscription storage; ``wall`` is the clock of timestamps and grace periods."""
+    """Subscription storage; ``guard`` vets endpoint URLs (:mod:`.endpoints`), ``wall``
+    is the clock of timestamps and grace periods."""
 
-    def __init__(self, db: Database, signer: Signer, wall: WallClock, grace_s: int) -> None:
+    def __init__(
+        self, db: Database, signer: Signer, guard: EndpointGuard, wall: WallClock, grace_s: int
+    ) -> None:
         self._db = db
         self._signer = signer
+        self._guard = guard
         self._wall = wall
         self._grace = timedelta(seconds=grace_s)
 
@@ -109,11 +114,20 @@ class Subscriptions:
             raise WebhookError(404, NOT_FOUND)
         return row
 
+    async def _check_url(self, url: str) -> None:
+        """422 ``[{"loc": ["body", "url"], "msg": <why>, "type": "url"}]`` when the
+        guard refuses ``url`` (:meth:`EndpointGuard.refusal`)."""
+        reason = await self._guard.refusal(url)
+        if reason is not None:
+            raise WebhookError(422, [{"loc": ["body", "url"], "msg": reason, "type": "url"}])
+
     async def create(
         self, tenant_id: str, created_by: str, data: Mapping[str, Any], style: str
     ) -> tuple[dict[str, Any], str]:
         """A new enabled subscription; returns ``(view, secret)`` (the secret is shown
-        this once). ``data``: ``url``, ``events`` and optionally ``description``."""
+        this once). ``data``: ``url``, ``events`` and optionally ``description``.
+        Raises :class:`WebhookError` 422 when the guard refuses the URL."""
+        await self._check_url(data["url"])
         secret = new_secret()
         now = self._wall.now()
         row = WebhookSubscription(
@@ -158,7 +172,10 @@ class Subscriptions:
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Change ``url``, ``events``, ``description`` or ``enabled`` (enabling again
-        clears ``disabled_reason``; pending deliveries resume)."""
+        clears ``disabled_reason``; pending deliveries resume). Raises
+        :class:`WebhookError` 404 (not the tenant's) or 422 (a refused URL)."""
+        if "url" in changes:
+            await self._check_url(changes["url"])
         async with self._db.transaction() as session:
             row = await self._owned(session, tenant_id, subscription_id)
             for key in ("url", "description", "enabled"):
