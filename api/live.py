@@ -455,11 +455,7 @@ class AccountStateHub:
         for unsubscribe in self._unsubscribers:
             unsubscribe()
         self._unsubscribers = []
-        tasks = [self._task, *(w.task for w in self._watches.values())]
-        for task in tasks:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        await cancel_and_wait([self._task, *(w.task for w in self._watches.values())])
         self._task = None
 
     def close_all(self) -> None:

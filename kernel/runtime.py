@@ -33,7 +33,7 @@ from brokerkernel.kernel.risk.rules import MarginCallRule, StopOutRule
 from brokerkernel.kernel.security import TokenIssuer, load_or_create_secret
 from brokerkernel.kernel.storage.db import Database, default_sqlite_url
 from brokerkernel.kernel.storage.ids import IdAllocator
-from brokerkernel.kernel.tasks import cancel_and_wait
+from brokerkernel.kernel.tasks import awaiting, cancel_and_wait
 from brokerkernel.kernel.trading.config import zone_error
 from brokerkernel.kernel.trading.riskfeed import tick_subscriber
 from brokerkernel.kernel.trading.service import TradingService
@@ -292,8 +292,23 @@ class Kernel:
 
     @staticmethod
     async def _stop_step(name: str, step: Awaitable[None], timeout_s: float = 15.0) -> None:
-        """Await one shutdown step; one that hangs is logged and abandoned, not awaited forever."""
+        """Await one shutdown step. One that fails is logged and the shutdown goes on;
+        one that hangs is logged with where it waits, cancelled and abandoned, not
+        awaited forever (``asyncio.wait_for`` would await the cancelled step, which can
+        hang again)."""
+        task = asyncio.ensure_future(step)
         try:
-            await asyncio.wait_for(step, timeout_s)
-        except TimeoutError:
-            log.error("shutdown: %s did not stop within %.0f s; abandoning it", name, timeout_s)
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            log.error(
+                "shutdown: %s did not stop within %.0f s; abandoning it. It waits in: %s",
+                name,
+                timeout_s,
+                awaiting(task),
+            )
+            task.cancel()
+        elif not task.cancelled() and (error := task.exception()) is not None:
+            log.error("shutdown: %s failed", name, exc_info=error)

@@ -21,7 +21,6 @@ checking the row's version, so they see every committed write of any process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -43,6 +42,7 @@ from brokerkernel.kernel.risk.rules import Crossing
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.ids import IdAllocator
 from brokerkernel.kernel.storage.models import Position, TradingAccount
+from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.kernel.trading.batch import ShardTransaction, TicketPool, utc
 from brokerkernel.kernel.trading.deals import NETTING
 from brokerkernel.kernel.trading.errors import TradingError
@@ -289,12 +289,8 @@ class TradingService:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait([self._timer], *self._tasks)
+        self._timer = None
         await self.workers.stop()
 
     async def idle(self) -> None:

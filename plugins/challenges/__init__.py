@@ -44,6 +44,7 @@ from brokerkernel.kernel.events import DomainEvent, record_event
 from brokerkernel.kernel.hookspecs import hookimpl
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.risk.rules import AccountSnapshot, Level
+from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.plugins.challenges.engine import RULE_NAME, PropEngine, positions_of
 from brokerkernel.plugins.challenges.plans import RuleTypeEntry
 from brokerkernel.plugins.challenges.service import (
@@ -214,11 +215,7 @@ class _Schedule:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait([self._timer], *self._tasks)
 
     async def idle(self) -> None:
         """Wait for running day resets (tests)."""

@@ -305,7 +305,8 @@ async def _trader_of(request: web.Request, trader_id: str, tenant_id: str | None
     """The trader (customer) of ``trader_id``, one of the partner's trader accounts;
     404 ``Account not found`` for an unknown or foreign id."""
     owner = await service(request).get_account(trader_id, tenant_id=tenant_id)
-    customer = (await _customers(request, [owner["customer_id"]]))[0][owner["customer_id"]]
+    async with request.app[KERNEL].db.read() as session:
+        customer = await session.get_one(Customer, owner["customer_id"])
     return TraderSpec(email=customer.email, customer_id=customer.id)
 
 
