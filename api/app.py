@@ -77,21 +77,16 @@ async def _mark_deprecated(request: web.Request, response: web.StreamResponse) -
 
 def create_app(kernel: Kernel) -> web.Application:
     """The API for ``kernel``; the kernel starts with the app and stops with it."""
+    origins = list(kernel.kernel_config["cors_origins"])
+    cors = [middlewares.cors(origins)] if origins else []  # no origin allowed: no layer
     app = web.Application(
-        middlewares=[
-            middlewares.request_id,
-            middlewares.cors(list(kernel.kernel_config["cors_origins"])),
-            middlewares.json_errors,
-            middlewares.authentication,
-            middlewares.idempotency,
-            middlewares.rate_limits,
-            middlewares.json_errors,
-        ],
+        middlewares=[middlewares.request_id, *cors, middlewares.json_errors, middlewares.guard],
         client_max_size=1024 * 1024,
     )
     app[KERNEL] = kernel
     app.on_response_prepare.append(_mark_deprecated)
-    app.on_response_prepare.append(middlewares.cors_headers)
+    if origins:
+        app.on_response_prepare.append(middlewares.cors_headers)
     app[middlewares.IDEMPOTENCY_STATS] = middlewares.IdempotencyStats()
     app[middlewares.IDEMPOTENCY_BOX] = kernel.tokens.box("idempotency")
     middlewares.install_log_context()

@@ -162,11 +162,12 @@ async def authenticate(request: web.Request, *, count: bool = False) -> None:
 
 async def _resolve(request: web.Request, header: str, count: bool) -> Principal:
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthorized(MISSING_AUTH)
     identity = identity_of(request)
     try:
-        claims = identity.tokens.verify(token.strip())
+        claims = identity.tokens.verify(token)
     except TokenError as exc:
         raise unauthorized(exc.detail) from exc
     kind = claims.get("type")
@@ -186,13 +187,38 @@ async def _resolve(request: web.Request, header: str, count: bool) -> Principal:
         raise unauthorized(INVALID)
     if kind == "user":
         return await _staff_principal(identity.rbac, subject, sid)
-    return Principal(
-        kind="customer",
-        subject=subject,
-        logins=frozenset(int(x) for x in claims.get("logins", [])),
-        session_id=sid,
-        force_password_change=claims.get("force_password_change") is True,
-    )
+    return _customer_principal(token, claims)
+
+
+#: Customer principals by raw access token (see :func:`_customer_principal`).
+_CUSTOMERS: dict[str, Principal] = {}
+#: How many :data:`_CUSTOMERS` keeps (the oldest entry goes first).
+CUSTOMER_MEMO_SIZE = 4096
+
+
+def _customer_principal(token: str, claims: Mapping[str, Any]) -> Principal:
+    """The customer principal of ``token``, whose ``claims`` (signature, expiry) were
+    just verified and whose session is not revoked.
+
+    A customer principal is a function of the token's claims alone, and those of the
+    token string itself, so it is built once per token and remembered (the last
+    :data:`CUSTOMER_MEMO_SIZE` tokens): a trader sends the same token for up to 15
+    minutes. Looked up only after this request's own verification and revocation
+    check, so expiry and revocation still apply at once, on every process.
+    """
+    known = _CUSTOMERS.get(token)
+    if known is None:
+        known = Principal(
+            kind="customer",
+            subject=str(claims["sub"]),
+            logins=frozenset(int(x) for x in claims.get("logins", [])),
+            session_id=claims["sid"],
+            force_password_change=claims.get("force_password_change") is True,
+        )
+        if len(_CUSTOMERS) >= CUSTOMER_MEMO_SIZE:
+            del _CUSTOMERS[next(iter(_CUSTOMERS))]
+        _CUSTOMERS[token] = known
+    return known
 
 
 def principal(request: web.Request) -> Principal:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 _MARK = "\x00dec:"
+_ENCODED_MARK = "\\u0000dec:"  # _MARK as the encoder writes it
 _MARKED = re.compile(r'"\\u0000dec:(-?[0-9]+(?:\.[0-9]+)?)"')
 
 
@@ -36,8 +37,10 @@ _ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
 
 
 def dumps(value: Any) -> str:
-    """Serialise ``value``; Decimals become exact JSON numbers."""
-    return _MARKED.sub(r"\1", _ENCODER.encode(value))
+    """Serialise ``value``; Decimals become exact JSON numbers (the rewrite pass is
+    skipped when no Decimal was written)."""
+    text = _ENCODER.encode(value)
+    return _MARKED.sub(r"\1", text) if _ENCODED_MARK in text else text
 
 
 def _no_constant(name: str) -> Any:

@@ -3,15 +3,18 @@ authentication, idempotency and rate limits.
 
 Order, outermost first (``create_app``)::
 
-    request_id -> cors -> json_errors -> authentication -> idempotency
-               -> rate_limits -> json_errors -> handler
+    request_id -> cors -> json_errors -> guard: authentication -> idempotency
+               -> rate_limits -> json_errors (with an Idempotency-Key) -> handler
 
 so an idempotent replay is answered before the rate limiter (replays do not consume
-quota) and every error, wherever raised, is JSON.
+quota) and every error, wherever raised, is JSON. ``guard`` is one middleware running
+the three gateway steps in turn (each layer costs a call and a coroutine per
+request); ``cors`` is installed only when ``cors_origins`` is set.
 
 * ``X-Request-ID``: the caller's (printable ASCII, at most 128 characters) or a new
-  UUID; echoed on every response and carried by every log record of the request
-  (``record.request_id``); one access-log line per request on ``brokerkernel.access``.
+  random UUID (version 4); echoed on every response and carried by every log record
+  of the request (``record.request_id``); one access-log line per request on
+  ``brokerkernel.access``.
 * ``Idempotency-Key`` on POST/PUT/PATCH/DELETE: at most 128 characters (else 422);
   scoped to the caller (the user, or the client IP when anonymous); the first request
   claims the key atomically (``SET NX``) and a concurrent second one gets 409; the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -124,7 +128,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     one-time tokens), ``status``, ``duration_ms``, ``principal`` and ``request_id``.
     """
     given = request.headers.get(REQUEST_ID, "")
-    rid = given if _PRINTABLE.match(given) else str(uuid.uuid4())
+    rid = given if given and _PRINTABLE.match(given) else str(uuid.uuid4())
     request[REQUEST_ID_KEY] = rid
     token = _request_id.set(rid)
     started = time.perf_counter()
@@ -249,13 +253,22 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
 
 
 @web.middleware
-async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Verify the bearer token (signature, expiry, session revocation) once; a request
-    that cannot be an idempotent replay is counted for its user's rate limit in the
-    same cache round trip."""
-    replayable = request.method in MUTATIONS and IDEMPOTENCY_KEY in request.headers
-    await authenticate(request, count=not replayable)
-    return await handler(request)
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, idempotency and rate limits, in that order, as one middleware.
+
+    The bearer token is verified once (signature, expiry, session revocation); a
+    request that cannot be an idempotent replay (no ``Idempotency-Key`` on a
+    mutation) is counted for its user's rate limit in the same cache round trip and
+    goes on to :func:`rate_limits`; the others go through :func:`idempotency`, with
+    :func:`rate_limits` then :func:`json_errors` as its handler, so the outcome it
+    saves is a response or a JSON HTTP error (elsewhere the outer ``json_errors``
+    answers the errors)."""
+    key = request.headers.get(IDEMPOTENCY_KEY) if request.method in MUTATIONS else None
+    await authenticate(request, count=key is None)
+    if key is None:
+        return await rate_limits(request, handler)
+    inner = functools.partial(rate_limits, handler=functools.partial(json_errors, handler=handler))
+    return await idempotency(request, inner, key)
 
 
 def client_ip(request: web.Request) -> str:
@@ -337,12 +350,9 @@ def _saved(response: web.StreamResponse, fingerprint: str) -> dict[str, Any] | N
     }
 
 
-@web.middleware
-async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """At-most-once mutations per ``Idempotency-Key`` (see the module docstring)."""
-    key = request.headers.get(IDEMPOTENCY_KEY)
-    if key is None or request.method not in MUTATIONS:
-        return await handler(request)
+async def idempotency(request: web.Request, handler: Handler, key: str) -> web.StreamResponse:
+    """At-most-once mutation under the caller's ``Idempotency-Key`` ``key`` (see the
+    module docstring); called by :func:`guard` for a mutation that carries one."""
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(
             422,
@@ -413,10 +423,9 @@ def _window(request: web.Request) -> Window | None:
     return None
 
 
-@web.middleware
 async def rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count the request in its fixed window (unless authentication counted it);
-    429 with ``Retry-After`` over the limit."""
+    429 with ``Retry-After`` over the limit; called by :func:`guard`."""
     if RATE_COUNTED in request:
         counted = request[RATE_COUNTED]
         window, count = counted.window, counted.count

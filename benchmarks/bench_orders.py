@@ -58,6 +58,35 @@ p50 31.1 / p99 47.7 ms, batches of 16.0 jobs (p50 15.0 ms); PostgreSQL with 24
 clients 1,226 orders/s at p99 30.9 ms. Engine only: 3,471 (SQLite) and 5,521
 (PostgreSQL) orders/s.
 
+Later the same day (load average 1-6, ``--post-wait-ms 1000``, 64 clients, interleaved
+before/after pairs on one snapshot of the engine code) the gateway went from seven
+middleware layers to three (``guard`` runs authentication, idempotency and rate
+limits; no CORS layer without ``cors_origins``), customer principals remembered
+per token, no Decimal rewrite pass on answers without Decimals: server CPU per
+order SQLite 0.606 -> 0.563 ms (medians of 7 pairs; every pair 16-74 us less),
+PostgreSQL 0.671 -> 0.635 ms (6 pairs, 5-64 us less); with the order engine
+stubbed out, the HTTP path alone 111 -> 90 us per request (5 pairs). Not counted
+here: ``brokerkernel serve`` logs at INFO, so its one access line per request
+(stderr) costs another 40-60 us CPU per request (HTTP path alone); this benchmark
+configures no logging.
+
+The order engine, same day (load average 3-4, interleaved before/after runs):
+batches write through ``BulkWrite`` (``kernel/trading/batch.py``: the driver's
+executemany with the columns' own bind processors, built column by column, one
+JSON serialization per shared terms snapshot), decimals bind without the
+TypeDecorator wrapper, timestamps bind memoised, the batch lock reads five columns
+of each account (whole rows only to reload), margin legs and side totals without
+``dataclasses.replace``. Engine only (``--post-wait-ms 1000``, 2 pairs each):
+SQLite 2,689 / 2,919 -> 3,098 / 3,859 orders/s, PostgreSQL 3,555 / 3,344 -> 3,818 /
+3,967 orders/s. CPU per order of the engine alone (10,000 orders on 200 accounts,
+250 jobs a batch, outbox relay included; server process, all threads; a script
+timing ``process_time`` around this benchmark's engine-only phase): SQLite 0.245 ->
+0.19 ms with 10-60 positions per account (event-loop thread 0.197 -> 0.145 ms; the
+rest is SQLite's thread), 0.30 -> 0.26 ms with 110-160; PostgreSQL 0.215 -> 0.18 ms
+(PostgreSQL's own CPU not counted). Short of the 0.14 ms goal: what remains is
+spread thin (deal logic ~65 us, bulk writes ~35 us, lock and working copies ~15
+us, watchers and statuses ~25 us, relay ~15 us on the event-loop thread).
+
 Earlier the same day (2 cores shared with other heavy work, load average 5-7: wall
 rates are depressed and noisy; server CPU per order is the comparable figure), 64
 clients, aiohttp clients and asyncio: SQLite 1.03 -> 0.92 ms CPU per order with the

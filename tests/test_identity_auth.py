@@ -140,6 +140,26 @@ async def test_jwt_errors_have_the_exact_seed_bodies(
     assert (response.status, await response.json()) == (401, {"detail": "Token expired"})
 
 
+async def test_a_remembered_customer_token_still_expires_and_is_revoked_at_once(
+    client: Client, kernel: Kernel
+) -> None:
+    # the gateway remembers a customer's principal per token (api/auth.py); the
+    # token's expiry and its session's revocation still apply on the next request
+    _, trader = await register_trader(client, "remembered@test.io")
+    me = await client.get("/api/customer/me", headers=trader)
+    assert me.status == 200
+    kernel.tokens.wall.offset_s = 901
+    response = await client.get("/api/customer/me", headers=trader)
+    assert (response.status, await response.json()) == (401, {"detail": "Token expired"})
+    kernel.tokens.wall.offset_s = 0
+    assert (await client.get("/api/customer/me", headers=trader)).status == 200
+
+    revoked = await kernel.identity.sessions.revoke("customer", (await me.json())["id"])
+    response = await client.get("/api/customer/me", headers=trader)
+    assert revoked == 1
+    assert (response.status, await response.json()) == (401, {"detail": "Invalid token"})
+
+
 async def test_refresh_rotates_and_reuse_after_rotation_revokes_the_family(
     client: Client, kernel: Kernel
 ) -> None:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+def _exact_text(value: Any) -> str | None:
+    """SQLite's stored text of a decimal: its exact digits (``format(..., "f")``)."""
+    if value is None:
+        return None
+    return format(value if type(value) is Decimal else Decimal(value), "f")
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    """A bound decimal where the column is NUMERIC (PostgreSQL)."""
+    if value is None or type(value) is Decimal:
+        return value
+    return Decimal(value)
 
 
 class DecimalType(TypeDecorator[Decimal]):
@@ -32,13 +48,16 @@ class DecimalType(TypeDecorator[Decimal]):
             return dialect.type_descriptor(String(48))
         return dialect.type_descriptor(Numeric(self._precision, self._scale, asdecimal=True))
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """:meth:`process_bind_param` as one plain function when the impl has no
+        processor of its own to compose with (SQLite's text, asyncpg's NUMERIC): bulk
+        writers bind ~20 decimals a row."""
+        if self.impl_instance.bind_processor(dialect) is not None:
+            return super().bind_processor(dialect)
+        return _exact_text if dialect.name == "sqlite" else _as_decimal
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        value = Decimal(value)
-        if dialect.name == "sqlite":
-            return format(value, "f")
-        return value
+        return _exact_text(value) if dialect.name == "sqlite" else _as_decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
@@ -56,6 +75,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """The bound value memoised per datetime: a batch of order-worker rows binds
+        the same few timestamps hundreds of times, and SQLite's DATETIME text costs ~2
+        us a value. Equal aware datetimes are one instant, so they bind the same UTC
+        value."""
+        process = super().bind_processor(dialect)
+        return None if process is None else lru_cache(maxsize=1024)(process)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

@@ -55,7 +55,7 @@ Worked example (1:100, EURUSD 1 lot buy and 1 lot sell, 1,000.00 USD margin each
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from brokerkernel.kernel.descriptors import SymbolTerms
@@ -146,11 +146,14 @@ class SymbolMargins:
         """These legs with a position of ``volume`` lots and ``margin`` added to side
         ``side`` (+1 buy, -1 sell); negative amounts remove it."""
         if side > 0:
-            return replace(
-                self, buy_volume=self.buy_volume + volume, buy_margin=self.buy_margin + margin
+            return SymbolMargins(
+                self.buy_volume + volume,
+                self.buy_margin + margin,
+                self.sell_volume,
+                self.sell_margin,
             )
-        return replace(
-            self, sell_volume=self.sell_volume + volume, sell_margin=self.sell_margin + margin
+        return SymbolMargins(
+            self.buy_volume, self.buy_margin, self.sell_volume + volume, self.sell_margin + margin
         )
 
     @property

@@ -7,6 +7,7 @@ Amounts in an account's currency are rounded half-up to the currency's minor uni
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 # ISO 4217 exponents that differ from 2, plus crypto units.
 _MINOR_UNITS = {
@@ -28,7 +29,10 @@ def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency, 2)
 
 
+@lru_cache(maxsize=256)
 def quantum(currency: str) -> Decimal:
+    """``currency``'s minor unit as a Decimal (``0.01`` for USD); cached: every
+    rounding of money takes it."""
     return Decimal(1).scaleb(-minor_units(currency))
 
 

@@ -18,7 +18,7 @@ hedged-margin policy gives the account's margin used in O(symbols held).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -170,15 +170,17 @@ class SideTotals:
     def add(self, side: int, volume: Decimal, price: Decimal) -> SideTotals:
         """These totals with ``volume`` lots at ``price`` added (negative: removed)."""
         if side > 0:
-            return replace(
-                self,
-                long_volume=self.long_volume + volume,
-                long_cost=self.long_cost + volume * price,
+            return SideTotals(
+                self.long_volume + volume,
+                self.long_cost + volume * price,
+                self.short_volume,
+                self.short_cost,
             )
-        return replace(
-            self,
-            short_volume=self.short_volume + volume,
-            short_cost=self.short_cost + volume * price,
+        return SideTotals(
+            self.long_volume,
+            self.long_cost,
+            self.short_volume + volume,
+            self.short_cost + volume * price,
         )
 
     @property

@@ -4,11 +4,12 @@ Jobs are queued by login (``login % shards``), so one account's jobs run in orde
 and by one worker. A worker takes every job waiting in its queue (up to
 ``batch_size``) and runs them in one database transaction:
 
-1. lock the accounts' rows in login order (``SELECT ... FOR UPDATE``; ordered, so
-   workers of several processes cannot deadlock) and compare each row's ``version``
-   with the state held in memory; an account not held, or whose version moved
-   (another writer, another process), is reloaded with its positions and active
-   pending orders (one query each for the whole batch);
+1. lock the accounts' rows in login order (``SELECT ... FOR UPDATE`` of the version
+   and settings columns; ordered, so workers of several processes cannot deadlock)
+   and compare each row's ``version`` with the state held in memory; an account not
+   held, or whose version moved (another writer, another process), is reloaded: its
+   whole row, its positions and its active pending orders (one query each for the
+   whole batch);
 2. run the jobs in queue order on working copies of the accounts;
 3. write all staged rows in bulk and commit once (group commit);
 4. only then install the working copies as the accounts' committed state, tell the
@@ -32,11 +33,12 @@ from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.models import Position, TradingAccount
+from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.kernel.trading.batch import ShardTransaction, TicketPool
 from brokerkernel.kernel.trading.errors import TradingError
 from brokerkernel.kernel.trading.jobs import Env, Job, StateWatcher, tell
@@ -46,6 +48,21 @@ from brokerkernel.kernel.trading.state import AccountBook, AccountState, OpenPos
 log = logging.getLogger(__name__)
 
 ACCOUNT_COLUMNS = tuple(TradingAccount.__table__.c)
+#: What the batch lock reads of each account: its version and the settings
+#: :func:`refresh_settings` copies (the whole row only for accounts to reload).
+LOCK_COLUMNS = (
+    TradingAccount.login,
+    TradingAccount.version,
+    TradingAccount.group_id,
+    TradingAccount.leverage,
+    TradingAccount.is_active,
+)
+LOCK_QUERY = (
+    select(*LOCK_COLUMNS)
+    .where(TradingAccount.login.in_(bindparam("logins", expanding=True)))
+    .order_by(TradingAccount.login)
+    .with_for_update()
+)
 POSITION_COLUMNS = tuple(Position.__table__.c)
 PENDING_COLUMNS = tuple(PendingOrder.__table__.c)
 
@@ -137,9 +154,7 @@ class OrderWorkers:
 
     async def stop(self) -> None:
         await self.idle()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def idle(self) -> None:
@@ -215,14 +230,8 @@ class OrderWorkers:
     async def _lock(self, tx: ShardTransaction, logins: set[int]) -> set[int]:
         """Lock the accounts, put their working copies in ``tx.accounts``; returns
         the logins that had to be (re)loaded from the database."""
-        query = (
-            select(*ACCOUNT_COLUMNS)
-            .where(TradingAccount.login.in_(sorted(logins)))
-            .order_by(TradingAccount.login)
-            .with_for_update()
-        )
         try:
-            rows = (await tx.session.execute(query)).all()
+            rows = (await tx.session.execute(LOCK_QUERY, {"logins": sorted(logins)})).all()
         except DBAPIError as error:
             if error.connection_invalidated:
                 raise ConnectionLost("the database dropped the connection") from error
@@ -235,6 +244,11 @@ class OrderWorkers:
                 refresh_settings(state, row)
                 tx.accounts[row.login] = state
             else:
-                stale.append(row)
-        tx.accounts.update(await load_accounts(tx.session, stale))
-        return {row.login for row in stale}
+                stale.append(row.login)
+        if stale:
+            # Already locked: the whole rows only of the accounts to (re)load.
+            full = await tx.session.execute(
+                select(*ACCOUNT_COLUMNS).where(TradingAccount.login.in_(stale))
+            )
+            tx.accounts.update(await load_accounts(tx.session, full.all()))
+        return set(stale)
