@@ -64,6 +64,12 @@ p99 1.122 ms, max 1.276 ms (target 2 ms; up to 17 breaches in one batch); day re
 of 98,785 accounts 732 ms wall, 731 ms CPU (target 1 s); RSS 162 -> 763 MB after the
 build, 801 MB at the end; NumPy arrays 66.2 MB.
 
+On a later machine of the same kind (quiet, load average ~1; ~40% slower per CPU
+second on this bench and on pure-Python ones such as bench_webhooks, the code of the
+runs above measuring the same there), defaults, two runs: sustained 9,556 and 9,391
+ticks per CPU second (target 10,000); paced tick -> breach decided p99 1.818 and
+2.133 ms (target 2 ms); day reset 907 and 1,022 ms CPU (target 1 s); RSS +601 MB.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_prop.py [--accounts 100000] [--positions 300000]

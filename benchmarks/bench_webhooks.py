@@ -59,6 +59,12 @@ about +-10% on this virtual machine), backlog / end to end, wall:
 * PostgreSQL + Redis, ``--senders 2``: 9,488/s / 6,754/s (103 / 145 us); 50,000
   backlog 7,747/s and 8,512/s (102-111 us).
 
+On a later machine of the same kind (quiet; ~40% slower per CPU second: the code
+before this session's order-path changes measured the same there), backlog / end
+to end: SQLite 5,675-6,617/s / 4,914-5,796/s (149-177 / 169-201 us); PostgreSQL,
+one sender, 5,669/s / 4,551/s (134 / 159 us); PostgreSQL + Redis, ``--senders 2``,
+8,227/s / 5,514/s (123 / 183 us).
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_webhooks.py [--events 2000] [--backlog 20000]
