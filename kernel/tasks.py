@@ -11,9 +11,9 @@ RECANCEL_S: Final = 1.0
 running again: a cancellation can be lost. On CPython 3.11, ``asyncio.wait_for``
 returns its inner result and drops the caller's cancellation when both happen in the
 same loop pass (python/cpython#86296, fixed in 3.12 by basing ``wait_for`` on
-``asyncio.timeout``); redis-py calls ``wait_for`` on every command sent with a
-socket timeout, so a poll loop cancelled during a Redis call could carry on to its
-next sleep and never end."""
+``asyncio.timeout``); redis-py sends every command through ``wait_for`` when the
+connection has a socket timeout (redis-py 8: 5 s by default), so a poll loop
+cancelled during a Redis call could carry on to its next sleep and never end."""
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any] | None], *also: Awaitable[Any]) -> None:
