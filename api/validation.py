@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from brokerkernel.api.errors import ApiError
+from brokerkernel.api.errors import ApiError, not_found
 from brokerkernel.api.jsonio import loads
 
 _validators: dict[int, Draft202012Validator] = {}
@@ -88,7 +88,10 @@ async def signed_body(
     """The JSON object body of a call signed with Standard Webhooks under ``secret``
     (``webhook-id``, ``webhook-timestamp`` within 5 minutes of now,
     ``webhook-signature`` over the raw body), validated against ``schema``.
-    401 ``Invalid signature`` (checked first), 422 not JSON or invalid."""
+    404 ``Not Found`` when ``secret`` is empty (the endpoint is not configured: it does
+    not exist), 401 ``Invalid signature`` (checked next), 422 not JSON or invalid."""
+    if not secret:
+        raise not_found("Not Found")
     raw = await request.read()
     try:
         Webhook(secret).verify(raw, dict(request.headers), json_parse=False)

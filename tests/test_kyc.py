@@ -203,6 +203,21 @@ async def test_each_status_change_is_stored_and_emitted_once(app: tuple[Client, 
     assert len(await events(kernel, "trader.kyc_passed")) == 2
 
 
+async def test_without_a_webhook_secret_the_endpoint_does_not_exist(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str | None,
+    market_data_dir: Path,
+    aiohttp_client: Any,
+) -> None:
+    kernel = make_kernel(tmp_path, database_url, redis_url, market_data_dir, clock="manual")
+    client: Client = await aiohttp_client(create_app(kernel))
+    assert await post(client, signed(result("cus-1", "approved"))) == (
+        404,
+        {"detail": "Not Found"},
+    )
+
+
 async def test_bad_signatures_bodies_and_customers_are_refused(
     app: tuple[Client, Kernel],
 ) -> None:

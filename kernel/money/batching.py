@@ -72,6 +72,20 @@ class Posting:
     margin_delta: Decimal = ZERO
     source: str = "money-service"
 
+    def ledger_fields(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`ledger.entry` (and :func:`ledger.append`,
+        with ``source``) for this posting, after the account and ``event_type``."""
+        return {
+            "reference_type": self.reference_type,
+            "reference_id": self.reference_id,
+            "idempotency_key": self.idempotency_key,
+            "description": self.description,
+            "at": self.at,
+            "balance_delta": self.balance_delta,
+            "credit_delta": self.credit_delta,
+            "margin_delta": self.margin_delta,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Posted:
@@ -247,18 +261,7 @@ class LedgerBatcher:
                     outcomes.append(missing)
                 else:
                     before = audit.snapshot(account)
-                    row = ledger.entry(
-                        account,
-                        posting.event_type,
-                        reference_type=posting.reference_type,
-                        reference_id=posting.reference_id,
-                        idempotency_key=posting.idempotency_key,
-                        description=posting.description,
-                        at=posting.at,
-                        balance_delta=posting.balance_delta,
-                        credit_delta=posting.credit_delta,
-                        margin_delta=posting.margin_delta,
-                    )
+                    row = ledger.entry(account, posting.event_type, **posting.ledger_fields())
                     known[posting.idempotency_key] = row
                     rows.append(row)
                     audits.append(ledger.entry_audit(account, before, row, posting.source))

@@ -650,17 +650,7 @@ class TransactionService:
     @staticmethod
     def _post(session: AsyncSession, account: TradingAccount, posting: Posting) -> None:
         ledger.append(
-            session,
-            account,
-            posting.event_type,
-            reference_type=posting.reference_type,
-            reference_id=posting.reference_id,
-            idempotency_key=posting.idempotency_key,
-            description=posting.description,
-            at=posting.at,
-            balance_delta=posting.balance_delta,
-            credit_delta=posting.credit_delta,
-            source=posting.source,
+            session, account, posting.event_type, **posting.ledger_fields(), source=posting.source
         )
 
     @staticmethod

@@ -132,15 +132,14 @@ class TriggerIndex:
         self._expiry_seq.pop(order.id, None)
         if order.status != "active":
             return
-        terms = self._terms.terms(account.group_id, order.symbol)
-        if terms is None:
-            return
-        self._add(key, account.login, terms, PENDING_HEAP[order.cmd], order.trigger_price)
-        if order.expiry_at is not None:
+        if order.expiry_at is not None:  # expires whether or not its terms are known
             seq = next(self._seq)
             self._expiry_seq[order.id] = seq
             expiry_ms = int(order.expiry_at.timestamp() * 1000)
             heapq.heappush(self._expiries, (expiry_ms, order.id, account.login, seq))
+        terms = self._terms.terms(account.group_id, order.symbol)
+        if terms is not None:
+            self._add(key, account.login, terms, PENDING_HEAP[order.cmd], order.trigger_price)
 
     def money_changed(self, account: AccountState) -> None:
         """Move the account's watched pending orders whose group terms changed (a
