@@ -39,7 +39,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +53,7 @@ from brokerkernel.api.keys import KERNEL
 from brokerkernel.kernel.identity.errors import IdentityError
 from brokerkernel.kernel.identity.ratelimit import Window
 from brokerkernel.kernel.security import SecretBox
+from brokerkernel.kernel.storage.models import new_id
 from brokerkernel.kernel.trading.service import TradingError
 
 log = logging.getLogger("brokerkernel.api")
@@ -128,7 +128,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     one-time tokens), ``status``, ``duration_ms``, ``principal`` and ``request_id``.
     """
     given = request.headers.get(REQUEST_ID, "")
-    rid = given if given and _PRINTABLE.match(given) else str(uuid.uuid4())
+    rid = given if given and _PRINTABLE.match(given) else new_id()
     request[REQUEST_ID_KEY] = rid
     token = _request_id.set(rid)
     started = time.perf_counter()

@@ -43,7 +43,7 @@ async def test_request_id_is_echoed_or_assigned_and_carried_by_log_records(
     response = await client.get("/prices", headers={"X-Request-ID": "bad id with spaces"})
     assigned = response.headers["X-Request-ID"]
     assert str(uuid.UUID(assigned)) == assigned
-    assert uuid.UUID(assigned).version == 4 and uuid.UUID(assigned).variant == uuid.RFC_4122
+    assert uuid.UUID(assigned).version == 7 and uuid.UUID(assigned).variant == uuid.RFC_4122
 
     access = [r for r in caplog.records if r.name == "brokerkernel.access"]
     assert [(r.getMessage().split()[:3], r.request_id) for r in access[-2:]] == [

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -41,7 +40,7 @@ from brokerkernel.kernel.risk.engine import RiskEngine
 from brokerkernel.kernel.risk.rules import Crossing
 from brokerkernel.kernel.storage.db import Database
 from brokerkernel.kernel.storage.ids import IdAllocator
-from brokerkernel.kernel.storage.models import Position, TradingAccount
+from brokerkernel.kernel.storage.models import Position, TradingAccount, new_id
 from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.kernel.trading.batch import ShardTransaction, TicketPool, utc
 from brokerkernel.kernel.trading.deals import NETTING
@@ -377,7 +376,7 @@ class TradingService:
     async def submit(self, login: int, symbol: str, cmd: int, volume: Decimal) -> str:
         """Queue a market order (``cmd`` 0 buy / 1 sell, ``volume`` lots); returns the
         ``request_id`` to poll."""
-        request = OrderRequest(str(uuid.uuid4()), login, symbol, cmd, volume)
+        request = OrderRequest(new_id(), login, symbol, cmd, volume)
         await self.cache.set(self.sink.key(request.request_id), _queued(login), self.sink.ttl_s)
         self._submit(MarketOrderJob(request, self.sink))
         return request.request_id
@@ -393,7 +392,7 @@ class TradingService:
         outcome is not stored yet), so an order answered within the wait costs no
         cache write of its own: its outcome is stored with its batch's.
         """
-        request = OrderRequest(str(uuid.uuid4()), login, symbol, cmd, volume)
+        request = OrderRequest(new_id(), login, symbol, cmd, volume)
         key = self.sink.key(request.request_id)
         with self.sink.watch(request.request_id) as stored:
             self._submit(MarketOrderJob(request, self.sink))
