@@ -16,6 +16,13 @@ request in flight, requests pre-encoded as bytes, responses read as status code,
 ``Content-Length`` and JSON body — so they take as little of the shared cores as
 possible (wrk is not installed here).
 
+With ``--redis-url`` the kernel uses Redis for its cache and event bus, as a
+scale-out deployment does; ``--processes N`` (PostgreSQL and Redis only) runs N
+server processes on one port with ``SO_REUSEPORT``, as ``brokerkernel serve
+--workers N`` does: the operating system spreads the clients' connections over them,
+and the server CPU figure adds up all of them. The Redis logical database the URL
+names is a scratch one: it is flushed before and after the run.
+
 Measured:
 
 * orders/s: orders executed whose POST was sent inside the ``--seconds`` window,
@@ -162,6 +169,7 @@ from typing import Any, cast
 from unittest import mock
 
 from aiohttp import web
+from redis.asyncio import Redis
 from sqlalchemy import pool, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -493,13 +501,113 @@ async def _verify(kernel: Kernel, tickets: list[int]) -> tuple[int, int]:
     return with_position, with_ledger
 
 
+def _settings(
+    config: Path, database_url: str, redis_url: str | None, work: Path, workers: int
+) -> Settings:
+    return Settings(
+        config_path=config,
+        database_url=database_url,
+        redis_url=redis_url,
+        var_dir=work,
+        start_feeds=False,
+        order_workers=workers,
+    )
+
+
+async def _start_server_process(
+    args: argparse.Namespace, settings: Settings, port: int
+) -> asyncio.subprocess.Process:
+    """Start one more server process (``--serve``) on ``port`` (``SO_REUSEPORT``: the
+    operating system spreads the clients' connections over the processes, as with
+    ``brokerkernel serve --workers N``); returns once it serves."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--loop",
+        args.loop,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    config = {
+        "config": str(settings.config_path),
+        "database_url": settings.database_url,
+        "redis_url": settings.redis_url,
+        "work": str(settings.var_dir),
+        "workers": settings.order_workers,
+        "port": port,
+    }
+    process.stdin.write(json.dumps(config).encode() + b"\n")
+    await process.stdin.drain()
+    ready = await asyncio.wait_for(process.stdout.readline(), 60)
+    if ready != b"ready\n":
+        raise RuntimeError(f"server process did not start: {ready!r}")
+    return process
+
+
+async def _stop_server_process(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Stop a server process; its report ``{"cpu_s", "samples"}`` (CPU seconds while it
+    served, its batches as :func:`_timed` records them)."""
+    out, _ = await process.communicate(b"stop\n")
+    if process.returncode != 0:
+        raise RuntimeError(f"server process failed with exit code {process.returncode}")
+    return cast(dict[str, Any], json.loads(out))
+
+
+async def serve_main() -> dict[str, Any]:
+    """One more server process (``--processes``): its kernel and API on the given port
+    until told to stop on stdin; returns its report (:func:`_stop_server_process`)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    config = json.loads(await reader.readline())
+    kernel = Kernel(
+        _settings(
+            Path(config["config"]),
+            config["database_url"],
+            config["redis_url"],
+            Path(config["work"]),
+            int(config["workers"]),
+        )
+    )
+    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
+    await runner.setup()
+    samples: list[tuple[float, float, int]] = []
+    try:
+        await web.TCPSite(runner, "127.0.0.1", int(config["port"]), reuse_port=True).start()
+        kernel.quotes.publish(QUOTE)
+        workers = kernel.trading.workers
+        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        cpu_before = time.process_time()
+        await reader.readline()
+        cpu_s = time.process_time() - cpu_before
+        await kernel.trading.idle()
+    finally:
+        await runner.cleanup()
+    return {"cpu_s": cpu_s, "samples": samples}
+
+
+async def _flush_redis(url: str | None) -> None:
+    if url is not None:
+        client = Redis.from_url(url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+
 async def server_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
         work = Path(tmp)
         scratch = await _scratch_database(args.database_url, work)
+        await _flush_redis(args.redis_url)
         try:
             return await _serve_and_measure(args, work, scratch)
         finally:
+            await _flush_redis(args.redis_url)
             if scratch.admin_url is not None and scratch.name is not None:
                 await _admin(
                     scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
@@ -512,20 +620,14 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     config = work / "plugins.toml"
     data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
     config.write_text(_plugins_toml(data_dir))
-    kernel = Kernel(
-        Settings(
-            config_path=config,
-            database_url=scratch.url,
-            var_dir=work,
-            start_feeds=False,
-            order_workers=args.workers,
-        )
-    )
+    settings = _settings(config, scratch.url, args.redis_url, work, args.workers)
+    kernel = Kernel(settings)
     shards = kernel.trading.workers.shards
     runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
     await runner.setup()
+    others: list[asyncio.subprocess.Process] = []
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, reuse_port=args.processes > 1)
         await site.start()
         host, port = runner.addresses[0][:2]
         kernel.quotes.publish(QUOTE)
@@ -535,6 +637,8 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         samples: list[tuple[float, float, int]] = []
         workers = kernel.trading.workers
         workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
+        for _ in range(args.processes - 1):
+            others.append(await _start_server_process(args, settings, port))
         client_config = {
             "host": host,
             "port": port,
@@ -561,6 +665,11 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         )
         out, _ = await process.communicate(json.dumps(client_config).encode())
         server_cpu_s = time.process_time() - cpu_before
+        for other in others:
+            report = await _stop_server_process(other)
+            server_cpu_s += report["cpu_s"]
+            samples.extend((started, ms, jobs) for started, ms, jobs in report["samples"])
+        others.clear()
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -577,6 +686,9 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         batch_jobs = [jobs for _, jobs in measured]
         engine = await _engine_only(kernel, accounts, args.engine_orders)
     finally:
+        for other in others:
+            other.kill()
+            await other.wait()
         await runner.cleanup()
 
     rate = result["filled"] / result["seconds"] if result["seconds"] else 0.0
@@ -584,7 +696,8 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     lines = [
         f"bench_orders  backend {backend}  ({shown_url})",
         f"  setup            {args.accounts} accounts funded in {setup_s:.1f} s; "
-        f"{shards} order workers, {args.clients} concurrent HTTP clients, poll every "
+        f"{args.processes} server process(es) of {shards} order workers, "
+        f"{args.clients} concurrent HTTP clients, poll every "
         f"{args.poll_ms} ms "
         f"(long poll {args.wait_ms} ms); POST wait_ms {args.post_wait_ms}",
         f"  orders           {result['filled']:,} executed in the {result['seconds']:.1f} s window "
@@ -592,6 +705,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         f"  wall seconds     {result['seconds']:.2f}",
         f"  server CPU       {server_cpu_s:.2f} s for {len(tickets):,} orders (warm-up included): "
         f"{server_cpu_s * 1000 / max(1, len(tickets)):.3f} ms per order, all threads "
+        f"of the {args.processes} server process(es) "
         f"(= {len(tickets) / server_cpu_s if server_cpu_s else 0:,.0f} orders per CPU second)",
         f"  orders/s         {rate:,.0f}",
         f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
@@ -666,16 +780,39 @@ def main(argv: list[str] | None = None) -> int:
         default="uvloop",
         help="event loop of server and clients (uvloop: what brokerkernel serve runs)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port, as brokerkernel serve --workers N "
+        "(N > 1: PostgreSQL and --redis-url only)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis for the kernel's cache and bus (required by --processes > 1), e.g. "
+        "redis://127.0.0.1:6379/14: a scratch logical database, flushed before and after",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     loop_factory = new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
-    if args.client:
+    if args.client or args.serve:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            result = runner.run(client_main(json.load(sys.stdin)))
+            if args.client:
+                result = runner.run(client_main(json.load(sys.stdin)))
+            else:
+                result = runner.run(serve_main())
         json.dump(result, sys.stdout)
         return 0
     if args.warmup + args.seconds > 40:
         parser.error("--warmup + --seconds must stay within 40 s (bounded run time)")
+    if args.processes > 1 and (
+        args.redis_url is None
+        or args.database_url is None
+        or make_url(args.database_url).get_backend_name() != "postgresql"
+    ):
+        parser.error("--processes > 1 needs a PostgreSQL --database-url and --redis-url")
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(server_main(args))
 

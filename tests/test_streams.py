@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Coroutine
 from decimal import Decimal
@@ -550,7 +551,10 @@ async def test_a_browser_eventsource_receives_the_account_stream(
     posts every ``state`` event back to the test."""
     browser = shutil.which("chromium")
     if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+        missing = "chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("BROKERKERNEL_TEST_BROWSER") == "required":  # set by .ci/run
+            pytest.fail(missing)
+        pytest.skip(missing)
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     page: dict[str, str] = {}
 
