@@ -337,10 +337,15 @@ class OutboxRelay:
     async def _relay_once(self) -> int:
         # Not a Database.transaction(): its after-commit hook would wake this relay again.
         async with self._db.sessions() as session:
-            # Columns, not ORM entities: no identity-map bookkeeping per event.
+            # Core statements on the session's connection: no ORM entities, statement
+            # or result handling per pass.
             query = (
                 select(
-                    OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.occurred_at
+                    OutboxEvent.seq,
+                    OutboxEvent.id,
+                    OutboxEvent.type,
+                    OutboxEvent.payload,
+                    OutboxEvent.occurred_at,
                 )
                 .where(OutboxEvent.published_at.is_(None))
                 .order_by(OutboxEvent.seq)
@@ -349,17 +354,17 @@ class OutboxRelay:
             if not self._db.is_sqlite:
                 # Held while publishing, so two relays never publish one row.
                 query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).all()
+            rows = (await (await session.connection()).execute(query)).all()
             if not rows:
                 return 0
-            events = [DomainEvent(*row) for row in rows]
+            events = [DomainEvent(*row[1:]) for row in rows]
             if self._db.is_sqlite:
                 # Hand the single SQLite connection back: in-process handlers may write.
                 await session.rollback()
             await self._bus.publish(events)
-            await session.execute(
+            await (await session.connection()).execute(
                 update(OutboxEvent)
-                .where(OutboxEvent.id.in_([e.id for e in events]))
+                .where(OutboxEvent.seq.in_([row.seq for row in rows]))
                 .values(published_at=self._clock.now())
             )
             await session.commit()

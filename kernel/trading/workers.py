@@ -231,7 +231,10 @@ class OrderWorkers:
         """Lock the accounts, put their working copies in ``tx.accounts``; returns
         the logins that had to be (re)loaded from the database."""
         try:
-            rows = (await tx.session.execute(LOCK_QUERY, {"logins": sorted(logins)})).all()
+            # On the session's connection (same transaction): Core rows, without the
+            # ORM's statement and result handling (~4% of the order path's CPU).
+            connection = await tx.session.connection()
+            rows = (await connection.execute(LOCK_QUERY, {"logins": sorted(logins)})).all()
         except DBAPIError as error:
             if error.connection_invalidated:
                 raise ConnectionLost("the database dropped the connection") from error
