@@ -12,7 +12,7 @@ the three gateway steps in turn (each layer costs a call and a coroutine per
 request); ``cors`` is installed only when ``cors_origins`` is set.
 
 * ``X-Request-ID``: the caller's (printable ASCII, at most 128 characters) or a new
-  random UUID (version 4); echoed on every response and carried by every log record
+  UUID (version 7, ``new_id``); echoed on every response and carried by every log record
   of the request (``record.request_id``); one access-log line per request on
   ``brokerkernel.access``.
 * ``Idempotency-Key`` on POST/PUT/PATCH/DELETE: at most 128 characters (else 422);

@@ -545,21 +545,27 @@ def _settings(
     )
 
 
+async def _this_script(role: str, loop: str) -> asyncio.subprocess.Process:
+    """This benchmark in another process in ``role`` (``--client`` or ``--serve``), on
+    ``loop``, its stdin and stdout piped to this one."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        role,
+        "--loop",
+        loop,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
 async def _start_server_process(
     args: argparse.Namespace, settings: Settings, port: int
 ) -> asyncio.subprocess.Process:
     """Start one more server process (``--serve``) on ``port`` (``SO_REUSEPORT``: the
     operating system spreads the clients' connections over the processes, as with
     ``brokerkernel serve --workers N``); returns once it serves."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve",
-        "--loop",
-        args.loop,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    process = await _this_script("--serve", args.loop)
     assert process.stdin is not None and process.stdout is not None
     config = {
         "config": str(settings.config_path),
@@ -685,15 +691,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         if profiler is not None:
             profiler.enable()
         cpu_before = time.process_time()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--client",
-            "--loop",
-            args.loop,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        process = await _this_script("--client", args.loop)
         out, _ = await process.communicate(json.dumps(client_config).encode())
         server_cpu_s = time.process_time() - cpu_before
         for other in others:
