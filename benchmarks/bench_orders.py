@@ -27,7 +27,8 @@ Measured:
 
 * orders/s: orders executed whose POST was sent inside the ``--seconds`` window,
   divided by the window (after ``--warmup`` seconds not counted);
-* client latency: POST sent -> ``executed`` seen by the polling client (ms, p50/p99);
+* client latency: POST sent (``--rate``: due) -> ``executed`` seen by the polling
+  client (ms, p50/p99);
 * server CPU: the server process's CPU time (all its threads) while the clients ran,
   per order executed — the figure to compare on a shared machine, where wall-clock
   rates move with the other load;
@@ -296,11 +297,18 @@ async def _client(
     window: tuple[float, float],
     poll_s: float,
     wait_ms: tuple[int, int],
+    schedule: tuple[float, float] | None,
     result: dict[str, Any],
 ) -> None:
     """Post orders round-robin over ``accounts`` until the window ends; poll each one
     still queued. ``wait_ms`` (POST, poll): > 0 lets the server hold a queued answer
-    that long (the POST's: one request per order; the poll's: a long poll)."""
+    that long (the POST's: one request per order; the poll's: a long poll).
+
+    ``schedule`` (first send time, interval; seconds, ``perf_counter``): open loop,
+    the n-th order is due at first + n * interval, sent then or, if the previous one
+    is still outstanding, as soon as it is done; its latency counts from when it was
+    due (so a slow answer delays and counts against the orders behind it, instead of
+    hiding them). None: closed loop, each order sent when the previous one is done."""
     post_path = (
         f"/api/customer/orders?wait_ms={wait_ms[0]}" if wait_ms[0] else "/api/customer/orders"
     )
@@ -319,7 +327,15 @@ async def _client(
     start, end = window
     latencies: list[float] = result["latencies_ms"]
     index = 0
-    while (sent := time.perf_counter()) < end:
+    while True:
+        if schedule is None:
+            sent = time.perf_counter()
+        else:
+            sent = schedule[0] + index * schedule[1]
+            if (idle := sent - time.perf_counter()) > 0:
+                await asyncio.sleep(idle)
+        if sent >= end:
+            break
         token = accounts[index % len(accounts)][1]
         code, status = await connection.request(posts[index % len(accounts)][index % 2])
         index += 1
@@ -355,6 +371,10 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
         for _ in range(clients)
     ]
     warmup_start = time.perf_counter()
+    rate = float(config["rate"])
+    # Open loop: client i's orders are due every clients / rate s, the clients' phases
+    # spread evenly over one interval.
+    interval = clients / rate if rate else 0.0
     start = warmup_start + float(config["warmup"])
     end = start + float(config["seconds"])
     result: dict[str, Any] = {
@@ -373,6 +393,7 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
                     (start, end),
                     float(config["poll_ms"]) / 1000,
                     (int(config["post_wait_ms"]), int(config["wait_ms"])),
+                    (warmup_start + i * interval / clients, interval) if rate else None,
                     result,
                 )
                 for i in range(clients)
@@ -686,6 +707,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
             "poll_ms": args.poll_ms,
             "wait_ms": args.wait_ms,
             "post_wait_ms": args.post_wait_ms,
+            "rate": args.rate,
         }
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
@@ -726,7 +748,9 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         f"bench_orders  backend {backend}  ({shown_url})",
         f"  setup            {args.accounts} accounts funded in {setup_s:.1f} s; "
         f"{args.processes} server process(es) of {shards} order workers, "
-        f"{args.clients} concurrent HTTP clients, poll every "
+        f"{args.clients} concurrent HTTP clients "
+        f"({f'open loop, {args.rate:,.0f} orders/s offered' if args.rate else 'closed loop'}), "
+        "poll every "
         f"{args.poll_ms} ms "
         f"(long poll {args.wait_ms} ms); POST wait_ms {args.post_wait_ms}",
         f"  orders           {result['filled']:,} executed in the {result['seconds']:.1f} s window "
@@ -738,7 +762,8 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         f"(= {len(tickets) / server_cpu_s if server_cpu_s else 0:,.0f} orders per CPU second)",
         f"  orders/s         {rate:,.0f}",
         f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-        f"max {result['max_ms']:.2f} ms  (POST -> executed seen by polling)",
+        f"max {result['max_ms']:.2f} ms  "
+        f"({'due' if args.rate else 'POST'} -> executed seen by polling)",
         f"  server batches   {len(server):,} commits, "
         f"{statistics.fmean(batch_jobs) if batch_jobs else 0:.1f} jobs each on average "
         f"(max {max(batch_jobs, default=0)}); one batch p50 {percentile(server, 0.5):.2f} ms  "
@@ -772,6 +797,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="order workers (shards); 0: the kernel's default (SQLite 1, PostgreSQL 2)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: orders/s offered over all clients, each order due on a fixed "
+        "schedule and its latency counted from then (0: closed loop, each client posts "
+        "as soon as its previous order is done)",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")

@@ -11,7 +11,7 @@ The unit of work owns the commit: repositories and services only add to the sess
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +19,7 @@ from typing import Any, Final
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -106,6 +107,65 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+#: One statement of :func:`executemany_all`: its SQL in the driver's paramstyle and
+#: its parameter tuples (one per row, already bound: see ``trading/batch.py``).
+DriverWrite = tuple[str, Sequence[tuple[Any, ...]]]
+
+
+async def executemany_all(connection: AsyncConnection, writes: Sequence[DriverWrite]) -> None:
+    """Run ``writes`` in order, each with the driver's ``executemany``, in the
+    transaction of ``connection`` (which commits or rolls them back as usual).
+
+    PostgreSQL (asyncpg): one ``exec_driver_sql`` each, i.e. one round trip each.
+    SQLite (aiosqlite): all of them in one call into the driver's thread. aiosqlite
+    runs every DB-API call in its own thread, so a statement through SQLAlchemy's
+    adapter takes three or four hand-offs (cursor, execute, fetch, close), each a
+    wake-up of the event loop (~25 us of its CPU) and a wait for its next turn, which
+    under load is the longer part: a bulk write of seven statements took ~20 of them.
+    The call goes through ``aiosqlite.Connection._execute`` (its documented-in-source
+    way to queue a function for the thread; aiosqlite is pinned). The statements'
+    implicit ``BEGIN`` is sqlite3's, as for SQLAlchemy's own statements on this
+    dialect. Errors are the driver's (``sqlite3.Error``), not wrapped by SQLAlchemy.
+    """
+    if connection.dialect.name != "sqlite":
+        for sql, rows in writes:
+            await connection.exec_driver_sql(sql, list(rows))
+        return
+    driver = (await connection.get_raw_connection()).driver_connection
+    await driver._execute(_sqlite_executemany_all, driver, writes)  # type: ignore[union-attr]
+
+
+async def fetch_driver(
+    connection: AsyncConnection, sql: str, parameters: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Run one query given in the driver's paramstyle (e.g. compiled once for the
+    dialect) in the transaction of ``connection``; its rows as plain tuples, values as
+    the driver returns them (no SQLAlchemy result processing: SQLite answers booleans
+    as 0/1). SQLite: one call into aiosqlite's thread, as :func:`executemany_all`.
+    Errors: PostgreSQL's wrapped by SQLAlchemy (``DBAPIError``), SQLite's the driver's.
+    """
+    if connection.dialect.name != "sqlite":
+        return [tuple(row) for row in await connection.exec_driver_sql(sql, parameters)]
+    driver = (await connection.get_raw_connection()).driver_connection
+    rows: list[tuple[Any, ...]] = await driver._execute(  # type: ignore[union-attr]
+        _sqlite_fetchall, driver, sql, parameters
+    )
+    return rows
+
+
+def _sqlite_fetchall(driver: Any, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """In aiosqlite's thread: the query's rows."""
+    rows: list[tuple[Any, ...]] = driver._conn.execute(sql, parameters).fetchall()
+    return rows
+
+
+def _sqlite_executemany_all(driver: Any, writes: Sequence[DriverWrite]) -> None:
+    """In aiosqlite's thread: every write on the connection's sqlite3 connection."""
+    sqlite = driver._conn
+    for sql, rows in writes:
+        sqlite.executemany(sql, rows)
 
 
 def _mark_used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -21,10 +21,11 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import JSON, Dialect, Insert, Table, Update, bindparam, update
+from sqlalchemy import JSON, Delete, Dialect, Insert, Table, Update, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerkernel.kernel.events import event_row
+from brokerkernel.kernel.storage.db import DriverWrite, executemany_all
 from brokerkernel.kernel.storage.ids import IdAllocator
 from brokerkernel.kernel.storage.models import (
     LedgerEvent,
@@ -69,7 +70,7 @@ _NOTHING = object()
 
 
 class BulkWrite:
-    """One INSERT or UPDATE statement run for many row dicts by the driver's
+    """One INSERT, UPDATE or DELETE statement run for many row dicts by the driver's
     executemany: what ``session.execute(statement, rows)`` sends (the statement
     compiled for the session's dialect, each value bound by its bind's type, i.e. the
     same bind processors), without SQLAlchemy's per-row parameter assembly (~2 us a
@@ -82,16 +83,18 @@ class BulkWrite:
     SQLAlchemy would have filled in).
     """
 
-    def __init__(self, statement: Insert | Update, names: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, statement: Insert | Update | Delete, names: dict[str, str] | None = None
+    ) -> None:
         self.statement = statement
         self._names = names
         self._plans: WeakKeyDictionary[
             Dialect, dict[tuple[str, ...], tuple[str, tuple[Bind, ...]]]
         ] = WeakKeyDictionary()
 
-    async def execute(self, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-        connection = await session.connection()
-        dialect = connection.dialect
+    def bind(self, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> DriverWrite:
+        """The statement for ``dialect`` and the rows' parameter tuples, for
+        :func:`~brokerkernel.kernel.storage.db.executemany_all`."""
         keys = tuple(rows[0])
         plans = self._plans.setdefault(dialect, {})
         plan = plans.get(keys)
@@ -105,7 +108,7 @@ class BulkWrite:
             else list(map(_per_object(process) if shared else process, map(get, rows)))
             for get, process, shared in binds
         ]
-        await connection.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+        return sql, list(zip(*columns, strict=True))
 
     def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[str, tuple[Bind, ...]]:
         names = self._names if self._names is not None else {key: key for key in keys}
@@ -175,6 +178,10 @@ PENDING_UPDATE = keyed_update(
         "stop_triggered_at",
         "updated_at",
     ),
+)
+
+POSITION_DELETE = BulkWrite(
+    POSITIONS.delete().where(POSITIONS.c.ticket == bindparam("k_ticket")), {"k_ticket": "ticket"}
 )
 
 #: The bulk INSERT of each table a batch adds rows to.
@@ -338,32 +345,38 @@ class ShardTransaction:
 
     async def flush(self) -> None:
         """Write everything staged: one bulk (executemany) statement per table and kind
-        of change, in an order the foreign keys accept."""
-        session = self.session
-        if self._touched:
-            rows = [self.accounts[login].account_row() for login in sorted(self._touched)]
-            await ACCOUNT_UPDATE.execute(session, rows)
+        of change, in an order the foreign keys accept, all handed to the driver at once
+        (:func:`~brokerkernel.kernel.storage.db.executemany_all`)."""
+        connection = await self.session.connection()
+        dialect = connection.dialect
+        writes: list[DriverWrite] = []
+
+        def write(statement: BulkWrite, rows: Sequence[dict[str, Any]]) -> None:
+            if rows:
+                writes.append(statement.bind(dialect, rows))
+
+        write(
+            ACCOUNT_UPDATE, [self.accounts[login].account_row() for login in sorted(self._touched)]
+        )
         new = self._new_positions
         inserted: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
-        removed: list[int] = []
+        removed: list[dict[str, Any]] = []
         for ticket, (_, position, alive) in self._positions.items():
             if alive:
                 (inserted if ticket in new else changed).append(position.row())
             elif ticket not in new:
-                removed.append(ticket)
-        if inserted:
-            await INSERT[POSITIONS].execute(session, inserted)
-        if changed:
-            await POSITION_UPDATE.execute(session, changed)
-        if removed:
-            await session.execute(POSITIONS.delete().where(POSITIONS.c.ticket.in_(removed)))
-        placed = [o.row() for i, o in self._pending.items() if i in self._new_pending]
-        modified = [o.row() for i, o in self._pending.items() if i not in self._new_pending]
-        if placed:
-            await INSERT[PENDING].execute(session, placed)
-        if modified:
-            await PENDING_UPDATE.execute(session, modified)
+                removed.append({"ticket": ticket})
+        write(INSERT[POSITIONS], inserted)
+        write(POSITION_UPDATE, changed)
+        write(POSITION_DELETE, removed)
+        write(
+            INSERT[PENDING], [o.row() for i, o in self._pending.items() if i in self._new_pending]
+        )
+        write(
+            PENDING_UPDATE,
+            [o.row() for i, o in self._pending.items() if i not in self._new_pending],
+        )
         for table, rows in (
             (HISTORY, self.history),
             (LEDGER, self.ledger),
@@ -371,8 +384,9 @@ class ShardTransaction:
             (AUDIT, self.audit),
             (OUTBOX, self.outbox),
         ):
-            if rows:
-                await INSERT[table].execute(session, rows)
+            write(INSERT[table], rows)
+        if writes:
+            await executemany_all(connection, writes)
 
     def committed(self, watchers: Sequence[StateWatcher]) -> None:
         """Tell ``watchers`` what changed, then run the after-commit callbacks (errors

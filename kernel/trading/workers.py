@@ -31,12 +31,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Dialect, bindparam, select
 from sqlalchemy.exc import DBAPIError
 
-from brokerkernel.kernel.storage.db import Database
+from brokerkernel.kernel.storage.db import Database, fetch_driver
 from brokerkernel.kernel.storage.models import Position, TradingAccount
 from brokerkernel.kernel.tasks import cancel_and_wait
 from brokerkernel.kernel.trading.batch import ShardTransaction, TicketPool
@@ -57,12 +58,40 @@ LOCK_COLUMNS = (
     TradingAccount.leverage,
     TradingAccount.is_active,
 )
-LOCK_QUERY = (
-    select(*LOCK_COLUMNS)
-    .where(TradingAccount.login.in_(bindparam("logins", expanding=True)))
-    .order_by(TradingAccount.login)
-    .with_for_update()
-)
+
+
+class LockRow(NamedTuple):
+    """What the batch lock reads of an account (:data:`LOCK_COLUMNS`)."""
+
+    login: int
+    version: int
+    group_id: str
+    leverage: int
+    is_active: bool
+
+
+_LOCK_SQL: WeakKeyDictionary[Dialect, dict[int, str]] = WeakKeyDictionary()
+
+
+def lock_sql(dialect: Dialect, count: int) -> str:
+    """The batch lock for ``count`` logins: ``SELECT`` :data:`LOCK_COLUMNS` ``... WHERE
+    login IN (...) ORDER BY login FOR UPDATE`` (SQLite has no ``FOR UPDATE``: its one
+    connection is the lock), compiled once per dialect and count (at most the batch
+    size) to the driver's paramstyle. SQLAlchemy would re-expand the ``IN`` list
+    and look up its compiled form on every batch (~0.3 ms of the event loop's CPU)."""
+    compiled = _LOCK_SQL.setdefault(dialect, {})
+    sql = compiled.get(count)
+    if sql is None:
+        statement = (
+            select(*LOCK_COLUMNS)
+            .where(TradingAccount.login.in_([bindparam(f"l{i}") for i in range(count)]))
+            .order_by(TradingAccount.login)
+            .with_for_update()
+        )
+        sql = compiled[count] = str(statement.compile(dialect=dialect))
+    return sql
+
+
 POSITION_COLUMNS = tuple(Position.__table__.c)
 PENDING_COLUMNS = tuple(PendingOrder.__table__.c)
 
@@ -231,10 +260,17 @@ class OrderWorkers:
         """Lock the accounts, put their working copies in ``tx.accounts``; returns
         the logins that had to be (re)loaded from the database."""
         try:
-            # On the session's connection (same transaction): Core rows, without the
-            # ORM's statement and result handling (~4% of the order path's CPU).
+            # On the session's connection (same transaction), without SQLAlchemy's
+            # statement and result handling; on SQLite one call into its thread.
             connection = await tx.session.connection()
-            rows = (await connection.execute(LOCK_QUERY, {"logins": sorted(logins)})).all()
+            ordered = tuple(sorted(logins))
+            sql = lock_sql(connection.dialect, len(ordered))
+            rows = [
+                LockRow(login, version, group_id, leverage, bool(active))
+                for login, version, group_id, leverage, active in await fetch_driver(
+                    connection, sql, ordered
+                )
+            ]
         except DBAPIError as error:
             if error.connection_invalidated:
                 raise ConnectionLost("the database dropped the connection") from error

@@ -1,0 +1,102 @@
+"""Statements handed to the driver directly (``kernel/storage/db.py``): the order
+workers' bulk writes (:func:`executemany_all`) and batch lock (:func:`fetch_driver`,
+``lock_sql``). On SQLite each call is one trip to aiosqlite's thread; the writes must
+still belong to the session's transaction: committed with it, or rolled back whole.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from brokerkernel.kernel.storage.db import Database, executemany_all, fetch_driver
+from brokerkernel.kernel.trading.workers import lock_sql
+
+PAIRS = Table(
+    "bk_driver_pairs",
+    MetaData(),
+    Column("k", Integer, primary_key=True, autoincrement=False),
+    Column("v", String(16)),
+)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    async with database.transaction() as session:
+        await session.execute(text("CREATE TABLE bk_driver_pairs (k INTEGER PRIMARY KEY, v TEXT)"))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def insert_sql(dialect: Dialect) -> str:
+    return str(PAIRS.insert().compile(dialect=dialect))
+
+
+async def pairs(db: Database) -> list[tuple[int, str]]:
+    async with db.read() as session:
+        rows = await session.execute(text("SELECT k, v FROM bk_driver_pairs ORDER BY k"))
+        return [(row.k, row.v) for row in rows]
+
+
+async def test_writes_and_reads_belong_to_the_session_transaction(db: Database) -> None:
+    async with db.transaction() as session:
+        connection = await session.connection()
+        insert = insert_sql(connection.dialect)
+        await executemany_all(
+            connection, [(insert, [(1, "one"), (2, "two")]), (insert, [(3, "three")])]
+        )
+        # The same transaction: the driver's read sees the rows not yet committed.
+        above = select(PAIRS).where(PAIRS.c.k > bindparam("low")).order_by(PAIRS.c.k)
+        sql = str(above.compile(dialect=connection.dialect))
+        assert await fetch_driver(connection, sql, (1,)) == [(2, "two"), (3, "three")]
+    assert await pairs(db) == [(1, "one"), (2, "two"), (3, "three")]
+
+
+async def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
+    # SQLite's errors come from the driver as they are; PostgreSQL's through SQLAlchemy.
+    error, message = (
+        (sqlite3.IntegrityError, "UNIQUE constraint failed: bk_driver_pairs.k")
+        if db.is_sqlite
+        else (
+            IntegrityError,
+            'duplicate key value violates unique constraint "bk_driver_pairs_pkey"',
+        )
+    )
+    with pytest.raises(error, match=re.escape(message)):
+        async with db.transaction() as session:
+            connection = await session.connection()
+            insert = insert_sql(connection.dialect)
+            # The second statement repeats key 2: the first one's rows go too.
+            await executemany_all(
+                connection, [(insert, [(1, "one"), (2, "two")]), (insert, [(2, "again")])]
+            )
+    assert await pairs(db) == []
+    async with db.transaction() as session:  # the connection is usable afterwards
+        connection = await session.connection()
+        await executemany_all(connection, [(insert_sql(connection.dialect), [(4, "four")])])
+    assert await pairs(db) == [(4, "four")]
+
+
+def test_lock_sql_is_compiled_per_dialect_and_count() -> None:
+    sqlite = create_async_engine("sqlite+aiosqlite://").dialect
+    postgresql = create_async_engine("postgresql+asyncpg://bk@127.0.0.1/bk").dialect
+    columns = (
+        "SELECT trading_accounts.login, trading_accounts.version, trading_accounts.group_id, "
+        "trading_accounts.leverage, trading_accounts.is_active \n"
+        "FROM trading_accounts \nWHERE trading_accounts.login IN "
+    )
+    assert lock_sql(sqlite, 2) == columns + "(?, ?) ORDER BY trading_accounts.login"
+    assert (
+        lock_sql(postgresql, 3)
+        == columns + "($1, $2, $3) ORDER BY trading_accounts.login FOR UPDATE"
+    )
+    assert lock_sql(sqlite, 2) is lock_sql(sqlite, 2)
