@@ -229,6 +229,7 @@ class Kernel:
         """Open storage and the bus, start the relay, order workers and price feeds."""
         if self.settings.redis_url is not None and not await self.cache.ping():
             raise ConnectionError(f"Redis at {self.settings.redis_url} is not reachable")
+        await self.db.start()
         self.bus.subscribe(self._fan_out_event)
         self.bus.subscribe(self.terms.on_event)
         self.bus.subscribe(self.trading.on_event)

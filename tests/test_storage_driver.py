@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, select, text
@@ -100,3 +101,38 @@ def test_lock_sql_is_compiled_per_dialect_and_count() -> None:
         == columns + "($1, $2, $3) ORDER BY trading_accounts.login FOR UPDATE"
     )
     assert lock_sql(sqlite, 2) is lock_sql(sqlite, 2)
+
+
+async def test_sqlite_pool_rolls_back_only_connections_returned_in_a_transaction(
+    db: Database,
+) -> None:
+    """``_sqlite_reset``: a unit of work that committed goes back to the pool without
+    another call into aiosqlite's thread; one left inside a transaction (written to
+    behind SQLAlchemy's back here) is rolled back, so the next user starts clean."""
+    if not db.is_sqlite:
+        pytest.skip("the SQLite pool's reset hook")
+    calls: list[str] = []
+    async with db.engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        original = driver._execute
+
+        async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(fn.__name__)
+            return await original(fn, *args, **kwargs)
+
+        driver._execute = counted
+    try:
+        async with db.transaction() as session:
+            connection = await session.connection()
+            await executemany_all(connection, [(insert_sql(connection.dialect), [(1, "one")])])
+        assert calls == ["_sqlite_executemany_all", "commit"]
+
+        async with db.engine.connect() as connection:
+            await driver.execute("INSERT INTO bk_driver_pairs (k, v) VALUES (2, 'two')")
+            assert driver.in_transaction
+        assert not driver.in_transaction
+        assert calls[-1] == "rollback"
+    finally:
+        del driver._execute
+    assert await pairs(db) == [(1, "one")]

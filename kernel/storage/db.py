@@ -10,8 +10,12 @@ The unit of work owns the commit: repositories and services only add to the sess
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -25,11 +29,17 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
+
+from brokerkernel.kernel.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
 
 PING_IDLE_S: Final = 1.0
 """PostgreSQL: a pooled connection idle this long (seconds) is pinged on checkout."""
 _USED_AT: Final = "brokerkernel.used_at"
+CHECKPOINT_INTERVAL_S: Final = 0.5
+"""SQLite: how often (seconds) the running kernel checkpoints the WAL into the database."""
 
 
 def normalise_url(url: str) -> str:
@@ -54,6 +64,15 @@ class Database:
     and serialising in the pool keeps "database is locked" out of the request path.
     Commits use WAL with ``synchronous=NORMAL``: durable across process crashes; a
     power loss may drop the last transactions (state this to operators).
+
+    Between :meth:`start` and :meth:`dispose` (a running kernel) a SQLite file's WAL is
+    checkpointed by a background thread every :data:`CHECKPOINT_INTERVAL_S` on its own
+    connection (``PRAGMA wal_checkpoint(PASSIVE)``: it never waits for, nor blocks,
+    the writer), instead of by the commit that fills 1,000 WAL pages (SQLite's
+    ``wal_autocheckpoint``, which then copies the pages and syncs the database file on
+    the writer's thread: commits of ~0.5 ms took up to 45-60 ms then, p99 2.5 against
+    0.9 ms without). Durability is unchanged: the WAL holds every commit until it is
+    checkpointed; ``journal_size_limit`` keeps the WAL file from staying large.
     """
 
     def __init__(self, url: str, echo: bool = False) -> None:
@@ -64,7 +83,8 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+            # Reset on return by _sqlite_reset (the pool's own would roll back always).
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None)
         else:
             # Most recently returned connection first: under light load the same few
             # stay warm (and skip the ping), the others idle out.
@@ -72,11 +92,18 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
         else:
             event.listen(self.engine.sync_engine, "checkout", _ping_if_idle)
             event.listen(self.engine.sync_engine, "checkin", _mark_used)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._after_commit: list[Callable[[], None]] = []
+        self._sqlite_file = (
+            parsed.database
+            if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:"
+            else None
+        )
+        self._checkpoints: list[asyncio.Task[None]] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,8 +132,63 @@ class Database:
         async with self.sessions() as session:
             yield session
 
+    async def start(self) -> None:
+        """Start the background WAL checkpoints (a SQLite file; nothing otherwise)."""
+        if self._sqlite_file is None or self._checkpoints:
+            return
+        event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
+        async with self.engine.connect() as connection:  # a connection already pooled
+            await connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        self._checkpoints.append(
+            asyncio.create_task(_checkpoint_wal(self._sqlite_file), name="sqlite-checkpoint")
+        )
+
     async def dispose(self) -> None:
+        """Stop the checkpoints and close every connection (SQLite checkpoints the WAL
+        itself when its last connection closes)."""
+        if self._checkpoints:
+            await cancel_and_wait(self._checkpoints)
+            self._checkpoints = []
+            event.remove(self.engine.sync_engine, "connect", _no_autocheckpoint)
         await self.engine.dispose()
+
+
+async def _checkpoint_wal(path: str) -> None:
+    """Checkpoint the WAL of the SQLite file ``path`` every :data:`CHECKPOINT_INTERVAL_S`
+    until cancelled (see :class:`Database`), on a connection of its own used by one
+    thread of its own (so the connection is closed only after a checkpoint under way
+    has finished)."""
+    loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+    try:
+        connection = await loop.run_in_executor(thread, _checkpoint_connection, path)
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+                try:
+                    await loop.run_in_executor(thread, _passive_checkpoint, connection)
+                except sqlite3.Error:
+                    log.exception("SQLite WAL checkpoint failed; trying again")
+        finally:
+            # Queued behind a checkpoint under way, and awaited without blocking the loop.
+            await loop.run_in_executor(thread, connection.close)
+    finally:
+        thread.shutdown(wait=False)
+
+
+def _checkpoint_connection(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+
+def _passive_checkpoint(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    """Pool ``connect`` hook while the checkpoints run: commits leave the WAL alone."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
 
 
 #: One statement of :func:`executemany_all`: its SQL in the driver's paramstyle and
@@ -196,10 +278,21 @@ def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: An
         raise exc.InvalidatePoolError(f"ping failed: {error!r}") from error
 
 
+def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """Pool ``reset`` hook (SQLite): roll back a connection returned inside a
+    transaction, and only then. The pool's default rolls back every connection
+    returned, also after a commit; on aiosqlite that is one more trip to its thread
+    per unit of work (SQLAlchemy "Using the reset event", which this follows)."""
+    if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # After a checkpoint, a WAL file larger than this is truncated when it restarts.
+    cursor.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
     cursor.close()
