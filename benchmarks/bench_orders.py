@@ -7,6 +7,11 @@ buy and sell in turn) and polling ``GET /api/customer/orders/request/{id}`` (a l
 poll of ``--wait-ms``, then every ``--poll-ms``) until the order is ``executed`` — or,
 with ``--post-wait-ms``, letting the POST itself wait for the outcome (one request
 per order; polled only if still queued).
+That is a closed loop: each client sends its next order when the previous one is done,
+so latency is clients / rate once the server is saturated. ``--rate R`` runs an open
+loop instead: the orders are due on a fixed schedule (R per second over all clients,
+each client's evenly spaced), and each order's latency counts from when it was due, so
+an answer held up delays, and counts against, the orders due behind it.
 Client and server run in separate processes so that the clients' own work does not
 slow the server down (on one machine they still share its cores). The server runs
 as ``brokerkernel serve`` does: on uvloop (``--loop asyncio`` for the default loop)

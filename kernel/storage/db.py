@@ -6,6 +6,8 @@ default: one process, WAL journal, one writer connection) or
 ``postgresql://`` URLs are upgraded to their async drivers.
 
 The unit of work owns the commit: repositories and services only add to the session.
+The order workers' bulk writes and batch lock go to the driver directly
+(:func:`executemany_all`, :func:`fetch_driver`), inside the session's transaction.
 """
 
 from __future__ import annotations
@@ -206,8 +208,9 @@ async def executemany_all(connection: AsyncConnection, writes: Sequence[DriverWr
     adapter takes three or four hand-offs (cursor, execute, fetch, close), each a
     wake-up of the event loop (~25 us of its CPU) and a wait for its next turn, which
     under load is the longer part: a bulk write of seven statements took ~20 of them.
-    The call goes through ``aiosqlite.Connection._execute`` (its documented-in-source
-    way to queue a function for the thread; aiosqlite is pinned). The statements'
+    The call goes through ``aiosqlite.Connection._execute``, a private method: the one
+    aiosqlite's own calls queue their function with (aiosqlite is pinned in
+    pyproject.toml; tests/test_storage_driver.py counts the calls). The statements'
     implicit ``BEGIN`` is sqlite3's, as for SQLAlchemy's own statements on this
     dialect. Errors are the driver's (``sqlite3.Error``), not wrapped by SQLAlchemy.
     """
