@@ -111,6 +111,32 @@ execution context, a greenlet switch, aiosqlite's thread and a wake-up of the lo
 That fixed cost, not the per-order work, keeps p99 above 20 ms at any load: the next
 step is fewer statements per batch (or one call into the driver's thread per batch).
 
+Later again (a faster day on the same kind of machine, load average ~1), three changes
+to the order workers' trips to the database, measured in interleaved pairs against
+b3fbaa7, ``--post-wait-ms 1000``: the batch's bulk writes go to the driver at once
+(``storage/db.py`` ``executemany_all``: on SQLite one call into aiosqlite's thread
+instead of three or four hand-offs per statement, each a wake-up of the event loop and
+a wait for its next turn) and the batch lock is SQL compiled once per dialect and
+count, read the same way (``fetch_driver``); the SQLite pool rolls back only
+connections returned inside a transaction (one trip fewer per unit of work); and the
+WAL is checkpointed by a background thread instead of by the commit that fills it
+(commits of ~0.5 ms had taken up to 45-60 ms then). SQLite, 64 clients: 0.472 / 0.494
+-> 0.406 / 0.420 ms server CPU per order, 1,971 / 1,894 -> 2,382 / 2,400 orders/s, p99
+53.5 / 58.6 -> 49.8 / 43.3 ms, batches p50 14.3 / 14.8 -> 11.6 / 11.8 ms; 8 clients:
+1.345 / 1.237 -> 0.634 / 0.737 ms, 667 / 739 -> 1,528 / 1,326 orders/s, p50 11.3 / 10.0
+-> 4.6 / 5.3 ms, p99 22.1 / 21.5 -> 11.6 / 13.3 ms, batches p50 5.35 / 4.77 -> 2.22 /
+2.55 ms; open loop at 1,000 orders/s (``--rate 1000``, 64 clients): p50 11.7 / 12.2 ->
+4.9 / 5.3 ms, p99 44.9 / 32.9 -> 20.9 / 25.6 ms, max 112.5 / 51.1 -> 39.8 / 38.2 ms.
+PostgreSQL, 64 clients: 0.536 / 0.494 -> 0.413 / 0.426 ms, 1,737 / 1,872 -> 2,115 /
+2,133 orders/s (p99 51.6 / 63.0 ms); open loop at 1,000/s p99 58.7 / 35.0 -> 29.5 /
+39.4 ms (noisy). Engine only: SQLite 3,722 / 4,612 -> 5,019 / 5,169 orders/s. Latency
+against concurrency afterwards (SQLite): 8 clients 1,326-1,528 orders/s at p99 11.6-13.3
+ms; 16 clients 1,785-1,846/s at p99 17.9-18.6 ms; 24 clients 2,158/s at p99 22.6 ms;
+64 clients ~2,400/s at p99 ~45-50 ms (a closed loop's latency is clients / rate once
+the server is saturated). PostgreSQL (2 shards): 8 clients 757/s at p99 23.6 ms, 16
+clients 1,238/s at p99 23.7 ms: a batch there is ~8 round trips (BEGIN, lock, one bulk
+statement per table, COMMIT), which bounds its latency whatever the load.
+
 The gateway change (load average 1-6, ``--post-wait-ms 1000``, 64 clients, interleaved
 before/after pairs on one snapshot of the engine code) the gateway went from seven
 middleware layers to three (``guard`` runs authentication, idempotency and rate
