@@ -359,14 +359,11 @@ async def _client(
     latencies: list[float] = result["latencies_ms"]
     index = 0
     while True:
-        if schedule is None:
-            sent = time.perf_counter()
-        else:
-            sent = schedule[0] + index * schedule[1]
-            if (idle := sent - time.perf_counter()) > 0:
-                await asyncio.sleep(idle)
+        sent = time.perf_counter() if schedule is None else schedule[0] + index * schedule[1]
         if sent >= end:
             break
+        if schedule is not None and (idle := sent - time.perf_counter()) > 0:
+            await asyncio.sleep(idle)
         token = accounts[index % len(accounts)][1]
         code, status = await connection.request(posts[index % len(accounts)][index % 2])
         index += 1

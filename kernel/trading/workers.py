@@ -77,8 +77,9 @@ def lock_sql(dialect: Dialect, count: int) -> str:
     """The batch lock for ``count`` logins: ``SELECT`` :data:`LOCK_COLUMNS` ``... WHERE
     login IN (...) ORDER BY login FOR UPDATE`` (SQLite has no ``FOR UPDATE``: its one
     connection is the lock), compiled once per dialect and count (at most the batch
-    size) to the driver's paramstyle. SQLAlchemy would re-expand the ``IN`` list
-    and look up its compiled form on every batch (~0.3 ms of the event loop's CPU)."""
+    size) to the driver's paramstyle. Through SQLAlchemy the ``IN`` list is expanded
+    and its compiled form looked up on every batch: 180-200 against 45 us of the event
+    loop's CPU for a batch of four accounts on SQLite (:func:`fetch_driver`)."""
     compiled = _LOCK_SQL.setdefault(dialect, {})
     sql = compiled.get(count)
     if sql is None:
