@@ -594,6 +594,28 @@ def _settings(
     )
 
 
+async def _serve_api(kernel: Kernel, port: int, reuse_port: bool) -> web.AppRunner:
+    """Serve ``kernel``'s API on loopback ``port`` (0: any) as ``brokerkernel serve``
+    does (collector tuned, no access log in the bench), with :data:`QUOTE` published."""
+    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=reuse_port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    kernel.quotes.publish(QUOTE)
+    return runner
+
+
+def _time_batches(kernel: Kernel) -> list[tuple[float, float, int]]:
+    """From now on, record each order-worker batch of ``kernel`` (:func:`_timed`)."""
+    samples: list[tuple[float, float, int]] = []
+    workers = kernel.trading.workers
+    workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
+    return samples
+
+
 async def _this_script(role: str, loop: str) -> asyncio.subprocess.Process:
     """This benchmark in another process in ``role`` (``--client`` or ``--serve``), on
     ``loop``, its stdin and stdout piped to this one."""
@@ -657,14 +679,9 @@ async def serve_main() -> dict[str, Any]:
             int(config["workers"]),
         )
     )
-    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
-    await runner.setup()
-    samples: list[tuple[float, float, int]] = []
+    runner = await _serve_api(kernel, int(config["port"]), reuse_port=True)
     try:
-        await web.TCPSite(runner, "127.0.0.1", int(config["port"]), reuse_port=True).start()
-        kernel.quotes.publish(QUOTE)
-        workers = kernel.trading.workers
-        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
+        samples = _time_batches(kernel)
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         cpu_before = time.process_time()
@@ -709,20 +726,14 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     settings = _settings(config, scratch.url, args.redis_url, work, args.workers)
     kernel = Kernel(settings)
     shards = kernel.trading.workers.shards
-    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
-    await runner.setup()
+    runner = await _serve_api(kernel, 0, reuse_port=args.processes > 1)
     others: list[asyncio.subprocess.Process] = []
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, reuse_port=args.processes > 1)
-        await site.start()
         host, port = runner.addresses[0][:2]
-        kernel.quotes.publish(QUOTE)
         setup_started = time.perf_counter()
         accounts = await _accounts(kernel, args.accounts)
         setup_s = time.perf_counter() - setup_started
-        samples: list[tuple[float, float, int]] = []
-        workers = kernel.trading.workers
-        workers.run_batch = _timed(workers.run_batch, samples)  # type: ignore[method-assign,assignment]
+        samples = _time_batches(kernel)
         for _ in range(args.processes - 1):
             others.append(await _start_server_process(args, settings, port))
         client_config = {

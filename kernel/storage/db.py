@@ -82,9 +82,14 @@ class Database:
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        self._sqlite_file = (
+            parsed.database
+            if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:"
+            else None
+        )
         if self.dialect == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if self._sqlite_file is not None:
+                Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
             # Reset on return by _sqlite_reset (the pool's own would roll back always).
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None)
         else:
@@ -100,12 +105,7 @@ class Database:
             event.listen(self.engine.sync_engine, "checkin", _mark_used)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._after_commit: list[Callable[[], None]] = []
-        self._sqlite_file = (
-            parsed.database
-            if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:"
-            else None
-        )
-        self._checkpoints: list[asyncio.Task[None]] = []
+        self._checkpointer: asyncio.Task[None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -136,21 +136,21 @@ class Database:
 
     async def start(self) -> None:
         """Start the background WAL checkpoints (a SQLite file; nothing otherwise)."""
-        if self._sqlite_file is None or self._checkpoints:
+        if self._sqlite_file is None or self._checkpointer is not None:
             return
         event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
         async with self.engine.connect() as connection:  # a connection already pooled
             await connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
-        self._checkpoints.append(
-            asyncio.create_task(_checkpoint_wal(self._sqlite_file), name="sqlite-checkpoint")
+        self._checkpointer = asyncio.create_task(
+            _checkpoint_wal(self._sqlite_file), name="sqlite-checkpoint"
         )
 
     async def dispose(self) -> None:
         """Stop the checkpoints and close every connection (SQLite checkpoints the WAL
         itself when its last connection closes)."""
-        if self._checkpoints:
-            await cancel_and_wait(self._checkpoints)
-            self._checkpoints = []
+        if self._checkpointer is not None:
+            await cancel_and_wait([self._checkpointer])
+            self._checkpointer = None
             event.remove(self.engine.sync_engine, "connect", _no_autocheckpoint)
         await self.engine.dispose()
 
@@ -228,22 +228,13 @@ async def fetch_driver(
     """Run one query given in the driver's paramstyle (e.g. compiled once for the
     dialect) in the transaction of ``connection``; its rows as plain tuples, values as
     the driver returns them (no SQLAlchemy result processing: SQLite answers booleans
-    as 0/1). SQLite: one call into aiosqlite's thread, as :func:`executemany_all`.
+    as 0/1). SQLite: one call into aiosqlite's thread (its ``execute_fetchall``).
     Errors: PostgreSQL's wrapped by SQLAlchemy (``DBAPIError``), SQLite's the driver's.
     """
     if connection.dialect.name != "sqlite":
         return [tuple(row) for row in await connection.exec_driver_sql(sql, parameters)]
     driver = (await connection.get_raw_connection()).driver_connection
-    rows: list[tuple[Any, ...]] = await driver._execute(  # type: ignore[union-attr]
-        _sqlite_fetchall, driver, sql, parameters
-    )
-    return rows
-
-
-def _sqlite_fetchall(driver: Any, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """In aiosqlite's thread: the query's rows."""
-    rows: list[tuple[Any, ...]] = driver._conn.execute(sql, parameters).fetchall()
-    return rows
+    return list(await driver.execute_fetchall(sql, parameters))  # type: ignore[union-attr]
 
 
 def _sqlite_executemany_all(driver: Any, writes: Sequence[DriverWrite]) -> None:
