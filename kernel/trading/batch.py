@@ -17,12 +17,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import JSON, Delete, Dialect, Insert, Table, Update, bindparam, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from brokerkernel.kernel.events import event_row
 from brokerkernel.kernel.storage.db import DriverWrite, executemany_all
@@ -67,29 +68,51 @@ Getter = Callable[[dict[str, Any]], Any]
 #: whether rows often share the value object (JSON snapshots: see :func:`_per_object`).
 Bind = tuple[Getter, Processor | None, bool]
 _NOTHING = object()
+#: A write of :meth:`BulkWrite.arrays`: its SQL with ``{}`` where its array
+#: parameters go, and their PostgreSQL array types in order.
+ArrayPart = tuple[str, tuple[str, ...]]
+#: A write staged for :func:`write_bulk`: the statement and its row dicts.
+Staged = tuple["BulkWrite", Sequence[dict[str, Any]]]
 
 
 class BulkWrite:
-    """One INSERT, UPDATE or DELETE statement run for many row dicts by the driver's
-    executemany: what ``session.execute(statement, rows)`` sends (the statement
-    compiled for the session's dialect, each value bound by its bind's type, i.e. the
-    same bind processors), without SQLAlchemy's per-row parameter assembly (~2 us a
-    row; a market order writes ~5 rows). Compiled once per dialect and row shape.
+    """One INSERT, UPDATE or DELETE statement run for many row dicts.
+
+    SQLite (:meth:`bind`): the driver's executemany, i.e. what
+    ``session.execute(statement, rows)`` sends (the statement compiled for the
+    dialect, each value bound by its bind's type, i.e. the same bind processors),
+    without SQLAlchemy's per-row parameter assembly (~2 us a row; a market order
+    writes ~5 rows). Compiled once per dialect and row shape.
+
+    PostgreSQL (:meth:`arrays`): the same write as one statement over arrays, each
+    column's values bound as one array and read back with ``unnest``, so that a
+    batch's writes go as one statement (:func:`array_write`).
 
     ``names`` maps each bind name to the row key whose value it takes (None: the
-    binds are the rows' keys, as an INSERT's are its columns). Every row must have
-    the first row's keys. Raises ValueError when a bind of the compiled statement
+    binds are the rows' keys, as an INSERT's are its columns); ``key`` and
+    ``columns`` are what a keyed UPDATE or DELETE matches on and sets. Every row must
+    have the first row's keys. Raises ValueError when a bind of the compiled statement
     takes no row key, e.g. a column with a Python-side default the rows lack (which
     SQLAlchemy would have filled in).
     """
 
     def __init__(
-        self, statement: Insert | Update | Delete, names: dict[str, str] | None = None
+        self,
+        statement: Insert | Update | Delete,
+        names: dict[str, str] | None = None,
+        *,
+        key: str | None = None,
+        columns: Sequence[str] = (),
     ) -> None:
         self.statement = statement
         self._names = names
+        self._key = key
+        self._columns = tuple(columns)
         self._plans: WeakKeyDictionary[
             Dialect, dict[tuple[str, ...], tuple[str, tuple[Bind, ...]]]
+        ] = WeakKeyDictionary()
+        self._array_plans: WeakKeyDictionary[
+            Dialect, dict[tuple[str, ...], tuple[ArrayPart, tuple[Bind, ...]]]
         ] = WeakKeyDictionary()
 
     def bind(self, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> DriverWrite:
@@ -101,14 +124,21 @@ class BulkWrite:
         if plan is None:
             plan = plans[keys] = self._plan(dialect, keys)
         sql, binds = plan
-        # Column by column (C-level map and zip): the rows' positional parameter tuples.
-        columns = [
-            list(map(get, rows))
-            if process is None
-            else list(map(_per_object(process) if shared else process, map(get, rows)))
-            for get, process, shared in binds
-        ]
-        return sql, list(zip(*columns, strict=True))
+        return sql, list(zip(*_bound_columns(binds, rows), strict=True))
+
+    def arrays(
+        self, dialect: Dialect, rows: Sequence[dict[str, Any]]
+    ) -> tuple[ArrayPart, list[list[Any]]]:
+        """PostgreSQL: this write of ``rows`` as an :data:`ArrayPart` and its array
+        parameters (one list of bound values per column). Planned once per dialect
+        and row shape."""
+        keys = tuple(rows[0])
+        plans = self._array_plans.setdefault(dialect, {})
+        plan = plans.get(keys)
+        if plan is None:
+            plan = plans[keys] = self._array_plan(dialect, keys)
+        part, binds = plan
+        return part, _bound_columns(binds, rows)
 
     def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[str, tuple[Bind, ...]]:
         names = self._names if self._names is not None else {key: key for key in keys}
@@ -126,6 +156,62 @@ class BulkWrite:
             binds.append((itemgetter(key), process, shared))
         return compiled.string, tuple(binds)
 
+    def _array_plan(
+        self, dialect: Dialect, keys: tuple[str, ...]
+    ) -> tuple[ArrayPart, tuple[Bind, ...]]:
+        """The statement over ``unnest($1::type[], ...) AS v(column, ...)``: an INSERT
+        selects its rows from it, a keyed UPDATE or DELETE joins it on the key. JSON
+        values go as text (serialised by the column's bind processor) and are cast
+        back per element."""
+        table: Table = self.statement.table  # type: ignore[assignment]
+        quote = dialect.identifier_preparer.quote
+        if isinstance(self.statement, Insert):
+            columns = keys
+        else:
+            assert self._key is not None
+            columns = (self._key, *self._columns)
+        binds: list[Bind] = []
+        casts: list[str] = []
+        values: list[str] = []
+        for name in columns:
+            if name not in keys:
+                raise ValueError(f"{table.name}: column {name!r} takes no row key")
+            column = table.c[name]
+            impl = column.type.dialect_impl(dialect)
+            process = impl.bind_processor(dialect)
+            sql_type = column.type.compile(dialect=dialect)
+            is_json = isinstance(impl, JSON)
+            binds.append((itemgetter(name), process, process is not None and is_json))
+            casts.append("text[]" if is_json else f"{sql_type}[]")
+            values.append(f"v.{quote(name)}::{sql_type}" if is_json else f"v.{quote(name)}")
+        # Only the metadata's identifiers (quoted) go into the text; every value is a
+        # bound parameter.
+        target = quote(table.name)
+        alias = f"unnest({{}}) AS v({', '.join(map(quote, columns))})"
+        if isinstance(self.statement, Insert):
+            names, selected = ", ".join(map(quote, columns)), ", ".join(values)
+            sql = f"INSERT INTO {target} ({names}) SELECT {selected} FROM {alias}"  # noqa: S608
+        else:
+            match = f"{target}.{quote(columns[0])} = v.{quote(columns[0])}"
+            if isinstance(self.statement, Update):
+                sets = ", ".join(
+                    f"{quote(c)} = {v}" for c, v in zip(columns[1:], values[1:], strict=True)
+                )
+                sql = f"UPDATE {target} SET {sets} FROM {alias} WHERE {match}"  # noqa: S608
+            else:
+                sql = f"DELETE FROM {target} USING {alias} WHERE {match}"  # noqa: S608
+        return (sql, tuple(casts)), tuple(binds)
+
+
+def _bound_columns(binds: tuple[Bind, ...], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Column by column (C-level map): each bind's values over ``rows``, bound."""
+    return [
+        list(map(get, rows))
+        if process is None
+        else list(map(_per_object(process) if shared else process, map(get, rows)))
+        for get, process, shared in binds
+    ]
+
 
 def _per_object(process: Processor) -> Processor:
     """``process`` (a JSON bind's serializer) run once for consecutive rows sharing
@@ -142,6 +228,57 @@ def _per_object(process: Processor) -> Processor:
     return once
 
 
+@lru_cache(maxsize=512)
+def _array_statement(parts: tuple[ArrayPart, ...]) -> str:
+    """``parts`` as one statement: all but the last as data-modifying ``WITH``
+    queries, their parameters numbered ``$1``, ``$2``, ... in order."""
+    number = 0
+    queries = []
+    for template, casts in parts:
+        params = ", ".join(f"${number + i}::{cast}" for i, cast in enumerate(casts, 1))
+        number += len(casts)
+        queries.append(template.format(params))
+    *first, last = queries
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({query})" for i, query in enumerate(first)) + " " + last
+
+
+def array_write(dialect: Dialect, writes: Sequence[Staged]) -> DriverWrite:
+    """PostgreSQL: ``writes`` (each a :class:`BulkWrite` and its rows) as one
+    statement (one round trip instead of one per write), for
+    :func:`~brokerkernel.kernel.storage.db.executemany_all`.
+
+    The writes run as data-modifying ``WITH`` queries of that statement. PostgreSQL
+    runs each of them to completion on one snapshot, so no write sees another's rows
+    and no row may be written twice: a batch writes each row once (the staged final
+    state). Foreign keys are checked at the end of the statement, so the order of
+    the writes does not matter ("Data-Modifying Statements in WITH", PostgreSQL
+    manual 7.8.4). Errors are those of the failing write, and nothing is written."""
+    parts = []
+    params: list[list[Any]] = []
+    for statement, rows in writes:
+        part, arrays = statement.arrays(dialect, rows)
+        parts.append(part)
+        params.extend(arrays)
+    return _array_statement(tuple(parts)), [tuple(params)]
+
+
+async def write_bulk(connection: AsyncConnection, writes: Sequence[Staged]) -> None:
+    """Run ``writes`` (each a :class:`BulkWrite` and its rows, in order) in the
+    transaction of ``connection``, handed to the driver at once
+    (:func:`~brokerkernel.kernel.storage.db.executemany_all`): on SQLite one
+    executemany each, all in one call into its thread; on PostgreSQL one statement
+    for all of them (:func:`array_write`), one round trip instead of one per write.
+    Errors are the driver's (see ``executemany_all``); a failed write leaves the
+    transaction to be rolled back."""
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
+        await executemany_all(connection, [write.bind(dialect, rows) for write, rows in writes])
+    else:
+        await executemany_all(connection, [array_write(dialect, writes)])
+
+
 def keyed_update(table: Table, key: str, columns: Sequence[str]) -> BulkWrite:
     """``UPDATE table SET columns WHERE key = ...`` of row dicts (each row's ``key``
     and ``columns`` values; binds are renamed so no column name adds to the SET)."""
@@ -150,7 +287,18 @@ def keyed_update(table: Table, key: str, columns: Sequence[str]) -> BulkWrite:
         .where(table.c[key] == bindparam(f"k_{key}"))
         .values({name: bindparam(f"v_{name}") for name in columns})
     )
-    return BulkWrite(statement, {f"k_{key}": key, **{f"v_{name}": name for name in columns}})
+    return BulkWrite(
+        statement,
+        {f"k_{key}": key, **{f"v_{name}": name for name in columns}},
+        key=key,
+        columns=columns,
+    )
+
+
+def keyed_delete(table: Table, key: str) -> BulkWrite:
+    """``DELETE FROM table WHERE key = ...`` of row dicts (each row's ``key``)."""
+    statement = table.delete().where(table.c[key] == bindparam(f"k_{key}"))
+    return BulkWrite(statement, {f"k_{key}": key}, key=key)
 
 
 ACCOUNT_UPDATE = keyed_update(
@@ -179,10 +327,7 @@ PENDING_UPDATE = keyed_update(
         "updated_at",
     ),
 )
-
-POSITION_DELETE = BulkWrite(
-    POSITIONS.delete().where(POSITIONS.c.ticket == bindparam("k_ticket")), {"k_ticket": "ticket"}
-)
+POSITION_DELETE = keyed_delete(POSITIONS, "ticket")
 
 #: The bulk INSERT of each table a batch adds rows to.
 INSERT = {
@@ -344,16 +489,14 @@ class ShardTransaction:
     # --- writing ----------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write everything staged: one bulk (executemany) statement per table and kind
-        of change, in an order the foreign keys accept, all handed to the driver at once
-        (:func:`~brokerkernel.kernel.storage.db.executemany_all`)."""
+        """Write everything staged: one bulk write per table and kind of change, in an
+        order the foreign keys accept, all at once (:func:`write_bulk`)."""
         connection = await self.session.connection()
-        dialect = connection.dialect
-        writes: list[DriverWrite] = []
+        writes: list[Staged] = []
 
         def write(statement: BulkWrite, rows: Sequence[dict[str, Any]]) -> None:
             if rows:
-                writes.append(statement.bind(dialect, rows))
+                writes.append((statement, rows))
 
         write(
             ACCOUNT_UPDATE, [self.accounts[login].account_row() for login in sorted(self._touched)]
@@ -386,7 +529,7 @@ class ShardTransaction:
         ):
             write(INSERT[table], rows)
         if writes:
-            await executemany_all(connection, writes)
+            await write_bulk(connection, writes)
 
     def committed(self, watchers: Sequence[StateWatcher]) -> None:
         """Tell ``watchers`` what changed, then run the after-commit callbacks (errors
