@@ -63,6 +63,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_orders.py \\
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
     .venv/bin/python benchmarks/bench_orders.py --profile /tmp/orders.prof   # cProfile
+    .venv/bin/python benchmarks/bench_orders.py --ceiling   # bare aiohttp, same clients
 
 Quiet machine, 2026-11-21 (load average 0.6), ``--post-wait-ms 1000``, 64 clients:
 SQLite 1,782 orders/s, 0.518 ms server CPU per order, p50 34.2 / p99 54.6 ms,
@@ -136,6 +137,23 @@ ms; 16 clients 1,785-1,846/s at p99 17.9-18.6 ms; 24 clients 2,158/s at p99 22.6
 the server is saturated). PostgreSQL (2 shards): 8 clients 757/s at p99 23.6 ms, 16
 clients 1,238/s at p99 23.7 ms: a batch there is ~8 round trips (BEGIN, lock, one bulk
 statement per table, COMMIT), which bounds its latency whatever the load.
+
+Later again (a slow, noisy day: the host stole up to 50% of the CPU), PostgreSQL
+batches write as one statement over unnested arrays (``trading/batch.py``
+``write_bulk``): four round trips a batch (BEGIN, lock, writes, COMMIT) instead of
+about nine. Interleaved pairs, one client (one job per batch): batch p50 4.76 / 4.07 /
+4.28 -> 4.11 / 3.79 / 3.77 ms, 4.78 / 4.16 / 4.43 -> 3.81 / 3.78 / 3.47 ms server CPU
+per order; engine only (250 jobs per commit) 2,309 / 2,834 / 2,763 -> 2,866 / 2,791 /
+2,732 orders/s, i.e. unchanged: there the engine's Python, not the round trips, is the
+cost. At one job per batch the server spends ~3-4 ms of CPU per order against ~0.6 ms
+at 32 jobs per batch: the fixed cost of a batch (session, connection, transaction,
+greenlet hand-offs, outbox relay pass) dominates, not the order's own work.
+``--ceiling`` puts the clients against a bare aiohttp order route (no kernel, no
+middlewares; body parsed, JSON answered): 9,237 / 6,796 requests/s at 0.113 / 0.127 ms
+of server CPU each, measured alternately with the kernel on SQLite (64 clients): 1,575 /
+1,339 orders/s at 0.667 / 0.677 ms, engine only 2,799 / 2,938 orders/s. On this machine
+5,000 orders/s would leave the kernel ~0.09 ms per order beside aiohttp's own ~0.11 ms
+on one core, and the engine alone needs ~0.34.
 
 The gateway change (load average 1-6, ``--post-wait-ms 1000``, 64 clients, interleaved
 before/after pairs on one snapshot of the engine code) the gateway went from seven
@@ -227,6 +245,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import count
 from pathlib import Path
 from typing import Any, cast
 from unittest import mock
@@ -821,6 +840,66 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
     return 0 if ok else 1
 
 
+async def ceiling_main(args: argparse.Namespace) -> int:
+    """``--ceiling``: the same clients against a bare aiohttp application (no kernel,
+    no middlewares) whose order route reads the JSON body and answers a constant
+    ``executed`` status: what one event loop of this machine serves at all, the
+    bound on the kernel's HTTP order rate in one process."""
+    tickets = count(1)
+
+    async def order(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {"request_id": "ceiling", "status": "executed", "order": next(tickets), **body}
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/customer/orders", order)
+    runner = web.AppRunner(tune_gc(app), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        client_config = {
+            "host": host,
+            "port": port,
+            "accounts": [(login, "ceiling") for login in range(1, args.accounts + 1)],
+            "clients": args.clients,
+            "warmup": args.warmup,
+            "seconds": args.seconds,
+            "poll_ms": args.poll_ms,
+            "wait_ms": args.wait_ms,
+            "post_wait_ms": 0,
+            "rate": args.rate,
+        }
+        cpu_before = time.process_time()
+        process = await _this_script("--client", args.loop)
+        out, _ = await process.communicate(json.dumps(client_config).encode())
+        server_cpu_s = time.process_time() - cpu_before
+    finally:
+        await runner.cleanup()
+    if process.returncode != 0:
+        print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
+        return 1
+    result = json.loads(out)
+    answered = len(result["tickets"])
+    lines = [
+        "bench_orders --ceiling  a bare aiohttp order route (no kernel, no middlewares)",
+        f"  setup            {args.clients} concurrent HTTP clients "
+        f"({f'open loop, {args.rate:,.0f}/s offered' if args.rate else 'closed loop'})",
+        f"  requests/s       {result['filled'] / result['seconds']:,.0f}",
+        f"  server CPU       {server_cpu_s:.2f} s for {answered:,} requests (warm-up "
+        f"included): {server_cpu_s * 1000 / max(1, answered):.3f} ms per request",
+        f"  client latency   p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+        f"max {result['max_ms']:.2f} ms",
+        f"  errors           {result['errors'] or 'none'}",
+        f"  {TARGETS}",
+    ]
+    print("\n".join(lines))
+    return 0 if not result["errors"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -894,6 +973,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Redis for the kernel's cache and bus (required by --processes > 1), e.g. "
         "redis://127.0.0.1:6379/14: a scratch logical database, flushed before and after",
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="measure the same clients against a bare aiohttp order route instead (no "
+        "kernel): what one event loop serves at all on this machine",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -915,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.error("--processes > 1 needs a PostgreSQL --database-url and --redis-url")
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(server_main(args))
+        return runner.run(ceiling_main(args) if args.ceiling else server_main(args))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 An order worker runs a batch of queued jobs (orders, closes, triggers, swaps, ...)
 in one database transaction. The jobs change working copies of the accounts and
 stage their rows here; :meth:`ShardTransaction.flush` writes them with one bulk
-statement per table (positions inserted, updated and deleted, pending orders,
-deal history, ledger, stop-out events, audit log, outbox, and the accounts' new
-money and versions), and the unit of work commits once: a group commit. Callbacks
+write per table and kind of change (positions inserted, updated and deleted, pending
+orders, deal history, ledger, stop-out events, audit log, outbox, and the accounts'
+new money and versions) — on SQLite one executemany each, on PostgreSQL all of them
+as one statement (:func:`write_bulk`) — and the unit of work commits once: a group
+commit. Callbacks
 registered with :meth:`after_commit` (trigger index, risk engine, order statuses)
 run only once the commit has succeeded.
 """
