@@ -25,7 +25,7 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokerkernel.kernel.storage.db import Database
@@ -157,6 +157,22 @@ async def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
     )
 
 
+async def test_postgresql_refuses_a_text_too_long_as_a_plain_insert_does(db: Database) -> None:
+    """The arrays are of the column types without their modifiers: a cast to
+    VARCHAR(16) would cut the text silently; the column's assignment refuses it."""
+    if db.is_sqlite:
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    with pytest.raises(
+        DBAPIError, match=re.escape("value too long for type character varying(16)")
+    ):
+        async with db.transaction() as session:
+            await write_bulk(
+                await session.connection(),
+                [(INSERT_PARENTS, [{"id": 2, "balance": None, "type": "x" * 17}])],
+            )
+    assert [row[0] for row in (await rows(db))[0]] == [1]
+
+
 def test_array_write_is_one_statement_of_unnested_arrays() -> None:
     dialect = create_async_engine("postgresql+asyncpg://bk@127.0.0.1/bk").dialect
     sql, params = array_write(
@@ -169,13 +185,13 @@ def test_array_write_is_one_statement_of_unnested_arrays() -> None:
     )
     assert sql == (
         "WITH w0 AS (UPDATE bk_bulk_parents SET balance = v.balance, note = v.note::JSON "
-        "FROM unnest($1::BIGINT[], $2::NUMERIC(28, 10)[], $3::text[]) AS v(id, balance, note) "
+        "FROM unnest($1::BIGINT[], $2::NUMERIC[], $3::text[]) AS v(id, balance, note) "
         "WHERE bk_bulk_parents.id = v.id), "
         "w1 AS (DELETE FROM bk_bulk_children USING unnest($4::BIGINT[]) AS v(id) "
         "WHERE bk_bulk_children.id = v.id) "
         "INSERT INTO bk_bulk_children (id, parent_id, amount) "
         "SELECT v.id, v.parent_id, v.amount "
-        "FROM unnest($5::BIGINT[], $6::BIGINT[], $7::NUMERIC(28, 10)[]) AS v(id, parent_id, amount)"
+        "FROM unnest($5::BIGINT[], $6::BIGINT[], $7::NUMERIC[]) AS v(id, parent_id, amount)"
     )
     assert params == [([1], [Decimal("2")], ['{"a": 1}'], [10, 11], [12], [1], [None])]
     # A lone write is that statement alone.

@@ -7,14 +7,14 @@ write per table and kind of change (positions inserted, updated and deleted, pen
 orders, deal history, ledger, stop-out events, audit log, outbox, and the accounts'
 new money and versions) — on SQLite one executemany each, on PostgreSQL all of them
 as one statement (:func:`write_bulk`) — and the unit of work commits once: a group
-commit. Callbacks
-registered with :meth:`after_commit` (trigger index, risk engine, order statuses)
-run only once the commit has succeeded.
+commit. Callbacks registered with :meth:`after_commit` (trigger index, risk engine,
+order statuses) run only once the commit has succeeded.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -73,6 +73,7 @@ _NOTHING = object()
 #: A write of :meth:`BulkWrite.arrays`: its SQL with ``{}`` where its array
 #: parameters go, and their PostgreSQL array types in order.
 ArrayPart = tuple[str, tuple[str, ...]]
+_MODIFIERS = re.compile(r"\(.*?\)")
 #: A write staged for :func:`write_bulk`: the statement and its row dicts.
 Staged = tuple["BulkWrite", Sequence[dict[str, Any]]]
 
@@ -184,7 +185,10 @@ class BulkWrite:
             sql_type = column.type.compile(dialect=dialect)
             is_json = isinstance(impl, JSON)
             binds.append((itemgetter(name), process, process is not None and is_json))
-            casts.append("text[]" if is_json else f"{sql_type}[]")
+            # The array of the type without its modifiers: an explicit cast to
+            # VARCHAR(n) would cut a longer text silently, where the assignment to the
+            # column refuses it ("value too long"), as a plain INSERT does.
+            casts.append("text[]" if is_json else f"{_MODIFIERS.sub('', sql_type)}[]")
             values.append(f"v.{quote(name)}::{sql_type}" if is_json else f"v.{quote(name)}")
         # Only the metadata's identifiers (quoted) go into the text; every value is a
         # bound parameter.
