@@ -29,10 +29,12 @@ from aiohttp import ClientSession, WSMsgType
 from aiohttp.test_utils import unused_port
 from conftest import Backends
 from httpx_sse import aconnect_sse
+from redis.asyncio import Redis
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, DAY_START_MS, JWT_SECRET, make_kernel, tick
 from support import write_config as write_test_config
 
 from brokerkernel.kernel.events import DomainEvent
+from brokerkernel.kernel.marketdata.cluster import LEADER_KEY, FeedLeadership
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.staff import create_staff_user
@@ -220,6 +222,43 @@ async def test_feed_leadership_moves_when_the_leader_stops(
     assert follower.market_data.is_leader is True
     assert own[0].time_ms > DAY_START_MS + 43_200_000
     assert own[0].time_ms < DAY_START_MS + 43_260_000
+
+
+@needs_redis
+async def test_a_leader_whose_lock_expired_takes_it_again_unless_another_process_did(
+    redis_url: str,
+) -> None:
+    """A renewal later than the TTL (an event loop blocked that long) finds the lock
+    gone: with no other leader the process takes it again and stays leader (its
+    pending bars are still written); held by another process, it steps down."""
+    redis = Redis.from_url(redis_url)
+    changes: list[bool] = []
+    stepped_down = asyncio.Event()
+
+    async def on_change(leading: bool) -> None:
+        changes.append(leading)
+        if not leading:
+            stepped_down.set()
+
+    leadership = FeedLeadership(redis, "this-process", 1.0, on_change)  # renews every 1/3 s
+    try:
+        await leadership.start()
+        assert (leadership.is_leader, changes) == (True, [True])
+        await redis.delete(LEADER_KEY)  # expired before the renewal
+        async with asyncio.timeout(TIMEOUT_S):
+            while not await redis.exists(LEADER_KEY):  # noqa: ASYNC110 (set by the renewal)
+                await asyncio.sleep(0.05)
+        assert await redis.get(LEADER_KEY) == b"this-process"
+        assert 0 < await redis.pttl(LEADER_KEY) <= 1000
+        assert (leadership.is_leader, changes) == (True, [True])
+
+        await redis.set(LEADER_KEY, "another-process", px=60_000)
+        await asyncio.wait_for(stepped_down.wait(), TIMEOUT_S)
+        assert (leadership.is_leader, changes) == (False, [True, False])
+    finally:
+        await leadership.stop()  # releases only its own lock
+        assert await redis.get(LEADER_KEY) == b"another-process"
+        await redis.aclose()
 
 
 # --- real server processes ----------------------------------------------------------------------

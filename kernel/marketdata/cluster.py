@@ -43,19 +43,27 @@ ACCOUNTS_CHANNEL: Final = "brokerkernel:{db}:account-changes"
 """Pub/sub channels are shared by all logical databases of a Redis server; ``{db}`` is
 the database number, so deployments on different databases do not hear each other."""
 
-# Renew / release the lock only while this process still holds it.
 _RENEW: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
+"""Renew the leader's lock; or take it again when it expired and no other process took
+it meanwhile (a renewal late by more than the TTL: an event loop blocked that long),
+as ``SET NX`` would. 0 only when another process holds it."""
 _RELEASE: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
 """
+"""Release the lock only while this process holds it."""
 
 
 def process_identity() -> str:
