@@ -635,6 +635,28 @@ def _time_batches(kernel: Kernel) -> list[tuple[float, float, int]]:
     return samples
 
 
+def _client_config(
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    accounts: list[tuple[int, str]],
+    post_wait_ms: int,
+) -> dict[str, Any]:
+    """What the client process (:func:`client_main`) is told on its stdin."""
+    return {
+        "host": host,
+        "port": port,
+        "accounts": accounts,
+        "clients": args.clients,
+        "warmup": args.warmup,
+        "seconds": args.seconds,
+        "poll_ms": args.poll_ms,
+        "wait_ms": args.wait_ms,
+        "post_wait_ms": post_wait_ms,
+        "rate": args.rate,
+    }
+
+
 async def _this_script(role: str, loop: str) -> asyncio.subprocess.Process:
     """This benchmark in another process in ``role`` (``--client`` or ``--serve``), on
     ``loop``, its stdin and stdout piped to this one."""
@@ -755,18 +777,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         samples = _time_batches(kernel)
         for _ in range(args.processes - 1):
             others.append(await _start_server_process(args, settings, port))
-        client_config = {
-            "host": host,
-            "port": port,
-            "accounts": accounts,
-            "clients": args.clients,
-            "warmup": args.warmup,
-            "seconds": args.seconds,
-            "poll_ms": args.poll_ms,
-            "wait_ms": args.wait_ms,
-            "post_wait_ms": args.post_wait_ms,
-            "rate": args.rate,
-        }
+        client_config = _client_config(args, host, port, accounts, args.post_wait_ms)
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
@@ -861,18 +872,8 @@ async def ceiling_main(args: argparse.Namespace) -> int:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         host, port = runner.addresses[0][:2]
-        client_config = {
-            "host": host,
-            "port": port,
-            "accounts": [(login, "ceiling") for login in range(1, args.accounts + 1)],
-            "clients": args.clients,
-            "warmup": args.warmup,
-            "seconds": args.seconds,
-            "poll_ms": args.poll_ms,
-            "wait_ms": args.wait_ms,
-            "post_wait_ms": 0,
-            "rate": args.rate,
-        }
+        accounts = [(login, "ceiling") for login in range(1, args.accounts + 1)]
+        client_config = _client_config(args, host, port, accounts, post_wait_ms=0)
         cpu_before = time.process_time()
         process = await _this_script("--client", args.loop)
         out, _ = await process.communicate(json.dumps(client_config).encode())
@@ -977,7 +978,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ceiling",
         action="store_true",
         help="measure the same clients against a bare aiohttp order route instead (no "
-        "kernel): what one event loop serves at all on this machine",
+        "kernel; the database, Redis, process and profile options do not apply): what "
+        "one event loop serves at all on this machine",
     )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

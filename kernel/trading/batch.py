@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import JSON, Delete, Dialect, Insert, Table, Update, bindparam, update
@@ -121,12 +121,7 @@ class BulkWrite:
     def bind(self, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> DriverWrite:
         """The statement for ``dialect`` and the rows' parameter tuples, for
         :func:`~brokerkernel.kernel.storage.db.executemany_all`."""
-        keys = tuple(rows[0])
-        plans = self._plans.setdefault(dialect, {})
-        plan = plans.get(keys)
-        if plan is None:
-            plan = plans[keys] = self._plan(dialect, keys)
-        sql, binds = plan
+        sql, binds = _planned(self._plans, dialect, tuple(rows[0]), self._plan)
         return sql, list(zip(*_bound_columns(binds, rows), strict=True))
 
     def arrays(
@@ -135,12 +130,7 @@ class BulkWrite:
         """PostgreSQL: this write of ``rows`` as an :data:`ArrayPart` and its array
         parameters (one list of bound values per column). Planned once per dialect
         and row shape."""
-        keys = tuple(rows[0])
-        plans = self._array_plans.setdefault(dialect, {})
-        plan = plans.get(keys)
-        if plan is None:
-            plan = plans[keys] = self._array_plan(dialect, keys)
-        part, binds = plan
+        part, binds = _planned(self._array_plans, dialect, tuple(rows[0]), self._array_plan)
         return part, _bound_columns(binds, rows)
 
     def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[str, tuple[Bind, ...]]:
@@ -207,6 +197,23 @@ class BulkWrite:
             else:
                 sql = f"DELETE FROM {target} USING {alias} WHERE {match}"  # noqa: S608
         return (sql, tuple(casts)), tuple(binds)
+
+
+Plan = TypeVar("Plan")
+
+
+def _planned(
+    plans: WeakKeyDictionary[Dialect, dict[tuple[str, ...], Plan]],
+    dialect: Dialect,
+    keys: tuple[str, ...],
+    make: Callable[[Dialect, tuple[str, ...]], Plan],
+) -> Plan:
+    """The plan for ``dialect`` and row ``keys`` in ``plans``, made once by ``make``."""
+    by_keys = plans.setdefault(dialect, {})
+    plan = by_keys.get(keys)
+    if plan is None:
+        plan = by_keys[keys] = make(dialect, keys)
+    return plan
 
 
 def _bound_columns(binds: tuple[Bind, ...], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
