@@ -613,18 +613,37 @@ def _settings(
     )
 
 
-async def _serve_api(kernel: Kernel, port: int, reuse_port: bool) -> web.AppRunner:
-    """Serve ``kernel``'s API on loopback ``port`` (0: any) as ``brokerkernel serve``
-    does (collector tuned, no access log in the bench), with :data:`QUOTE` published."""
-    runner = web.AppRunner(tune_gc(create_app(kernel)), access_log=None)
+async def _serve(app: web.Application, port: int, reuse_port: bool) -> web.AppRunner:
+    """Serve ``app`` on loopback ``port`` (0: any) as ``brokerkernel serve`` does
+    (collector tuned; no access log in the bench)."""
+    runner = web.AppRunner(tune_gc(app), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port, reuse_port=reuse_port).start()
     except BaseException:
         await runner.cleanup()
         raise
+    return runner
+
+
+async def _serve_api(kernel: Kernel, port: int, reuse_port: bool) -> web.AppRunner:
+    """Serve ``kernel``'s API (:func:`_serve`), with :data:`QUOTE` published."""
+    runner = await _serve(create_app(kernel), port, reuse_port)
     kernel.quotes.publish(QUOTE)
     return runner
+
+
+async def _drive_clients(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Any, float]:
+    """Run the client process (:func:`client_main`) with ``config``: its result (None
+    if it failed, which is reported) and this process's CPU seconds meanwhile."""
+    cpu_before = time.process_time()
+    process = await _this_script("--client", args.loop)
+    out, _ = await process.communicate(json.dumps(config).encode())
+    cpu_s = time.process_time() - cpu_before
+    if process.returncode != 0:
+        print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
+        return None, cpu_s
+    return json.loads(out), cpu_s
 
 
 def _time_batches(kernel: Kernel) -> list[tuple[float, float, int]]:
@@ -781,10 +800,7 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        cpu_before = time.process_time()
-        process = await _this_script("--client", args.loop)
-        out, _ = await process.communicate(json.dumps(client_config).encode())
-        server_cpu_s = time.process_time() - cpu_before
+        result, server_cpu_s = await _drive_clients(args, client_config)
         for other in others:
             report = await _stop_server_process(other)
             server_cpu_s += report["cpu_s"]
@@ -793,10 +809,8 @@ async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scra
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        if process.returncode != 0:
-            print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
+        if result is None:
             return 1
-        result = json.loads(out)
         await kernel.trading.idle()
         tickets: list[int] = result["tickets"]
         with_position, with_ledger = await _verify(kernel, tickets)
@@ -866,24 +880,16 @@ async def ceiling_main(args: argparse.Namespace) -> int:
 
     app = web.Application()
     app.router.add_post("/api/customer/orders", order)
-    runner = web.AppRunner(tune_gc(app), access_log=None)
-    await runner.setup()
+    runner = await _serve(app, 0, reuse_port=False)
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
         host, port = runner.addresses[0][:2]
         accounts = [(login, "ceiling") for login in range(1, args.accounts + 1)]
-        client_config = _client_config(args, host, port, accounts, post_wait_ms=0)
-        cpu_before = time.process_time()
-        process = await _this_script("--client", args.loop)
-        out, _ = await process.communicate(json.dumps(client_config).encode())
-        server_cpu_s = time.process_time() - cpu_before
+        config = _client_config(args, host, port, accounts, post_wait_ms=0)
+        result, server_cpu_s = await _drive_clients(args, config)
     finally:
         await runner.cleanup()
-    if process.returncode != 0:
-        print(f"client process failed with exit code {process.returncode}", file=sys.stderr)
+    if result is None:
         return 1
-    result = json.loads(out)
     answered = len(result["tickets"])
     lines = [
         "bench_orders --ceiling  a bare aiohttp order route (no kernel, no middlewares)",

@@ -55,8 +55,8 @@ CHILDREN = Table(
     Column("parent_id", BigInteger, ForeignKey("bk_bulk_parents.id"), nullable=False),
     Column("amount", DecimalType()),
 )
-INSERT_PARENTS = BulkWrite(PARENTS.insert())
-INSERT_CHILDREN = BulkWrite(CHILDREN.insert())
+INSERT_PARENTS = BulkWrite(PARENTS)
+INSERT_CHILDREN = BulkWrite(CHILDREN)
 UPDATE_PARENTS = keyed_update(PARENTS, "id", ("balance", "note"))
 DELETE_CHILDREN = keyed_delete(CHILDREN, "id")
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -257,8 +257,9 @@ async def test_a_leader_whose_lock_expired_takes_it_again_unless_another_process
         assert (leadership.is_leader, changes) == (False, [True, False])
     finally:
         await leadership.stop()  # releases only its own lock
-        assert await redis.get(LEADER_KEY) == b"another-process"
+        holder = await redis.get(LEADER_KEY)
         await redis.aclose()
+    assert holder == b"another-process"
 
 
 # --- real server processes ----------------------------------------------------------------------

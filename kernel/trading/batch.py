@@ -91,26 +91,35 @@ class BulkWrite:
     column's values bound as one array and read back with ``unnest``, so that a
     batch's writes go as one statement (:func:`array_write`).
 
-    ``names`` maps each bind name to the row key whose value it takes (None: the
-    binds are the rows' keys, as an INSERT's are its columns); ``key`` and
-    ``columns`` are what a keyed UPDATE or DELETE matches on and sets. Every row must
-    have the first row's keys. Raises ValueError when a bind of the compiled statement
-    takes no row key, e.g. a column with a Python-side default the rows lack (which
-    SQLAlchemy would have filled in).
+    Without ``key`` an INSERT of the rows' keys; with ``key`` a keyed UPDATE setting
+    ``columns`` or, without ``columns``, a keyed DELETE (each row gives the key's and
+    the columns' values; the binds are renamed so no column name adds to the SET).
+    Every row must have the first row's keys. Raises ValueError when a bind of the
+    statement takes no row key, e.g. a column with a Python-side default the rows lack
+    (which SQLAlchemy would have filled in).
     """
 
     def __init__(
-        self,
-        statement: Insert | Update | Delete,
-        names: dict[str, str] | None = None,
-        *,
-        key: str | None = None,
-        columns: Sequence[str] = (),
+        self, table: Table, key: str | None = None, columns: Sequence[str] | None = None
     ) -> None:
-        self.statement = statement
-        self._names = names
+        self.table = table
         self._key = key
-        self._columns = tuple(columns)
+        self._columns = tuple(columns or ())
+        self.statement: Insert | Update | Delete
+        #: Bind name -> row key (None: the binds are the rows' keys, as an INSERT's).
+        self._names: dict[str, str] | None = None
+        if key is None:
+            self.statement = table.insert()
+        else:
+            where = table.c[key] == bindparam(f"k_{key}")
+            self._names = {f"k_{key}": key, **{f"v_{name}": name for name in self._columns}}
+            self.statement = (
+                table.delete().where(where)
+                if columns is None
+                else update(table)
+                .where(where)
+                .values({name: bindparam(f"v_{name}") for name in self._columns})
+            )
         self._plans: WeakKeyDictionary[
             Dialect, dict[tuple[str, ...], tuple[str, tuple[Bind, ...]]]
         ] = WeakKeyDictionary()
@@ -142,7 +151,7 @@ class BulkWrite:
         for name in compiled.positiontup:
             key = names.get(name)
             if key not in keys:
-                raise ValueError(f"{self.statement.table}: bind {name!r} takes no row key")
+                raise ValueError(f"{self.table.name}: bind {name!r} takes no row key")
             bind_type = compiled.binds[name].type.dialect_impl(dialect)
             process = bind_type.bind_processor(dialect)
             shared = process is not None and isinstance(bind_type, JSON)
@@ -156,13 +165,9 @@ class BulkWrite:
         selects its rows from it, a keyed UPDATE or DELETE joins it on the key. JSON
         values go as text (serialised by the column's bind processor) and are cast
         back per element."""
-        table: Table = self.statement.table  # type: ignore[assignment]
+        table = self.table
         quote = dialect.identifier_preparer.quote
-        if isinstance(self.statement, Insert):
-            columns = keys
-        else:
-            assert self._key is not None
-            columns = (self._key, *self._columns)
+        columns = keys if self._key is None else (self._key, *self._columns)
         binds: list[Bind] = []
         casts: list[str] = []
         values: list[str] = []
@@ -184,7 +189,7 @@ class BulkWrite:
         # bound parameter.
         target = quote(table.name)
         alias = f"unnest({{}}) AS v({', '.join(map(quote, columns))})"
-        if isinstance(self.statement, Insert):
+        if self._key is None:
             names, selected = ", ".join(map(quote, columns)), ", ".join(values)
             sql = f"INSERT INTO {target} ({names}) SELECT {selected} FROM {alias}"  # noqa: S608
         else:
@@ -293,25 +298,13 @@ async def write_bulk(connection: AsyncConnection, writes: Sequence[Staged]) -> N
 
 
 def keyed_update(table: Table, key: str, columns: Sequence[str]) -> BulkWrite:
-    """``UPDATE table SET columns WHERE key = ...`` of row dicts (each row's ``key``
-    and ``columns`` values; binds are renamed so no column name adds to the SET)."""
-    statement = (
-        update(table)
-        .where(table.c[key] == bindparam(f"k_{key}"))
-        .values({name: bindparam(f"v_{name}") for name in columns})
-    )
-    return BulkWrite(
-        statement,
-        {f"k_{key}": key, **{f"v_{name}": name for name in columns}},
-        key=key,
-        columns=columns,
-    )
+    """``UPDATE table SET columns WHERE key = ...`` of row dicts."""
+    return BulkWrite(table, key, columns)
 
 
 def keyed_delete(table: Table, key: str) -> BulkWrite:
-    """``DELETE FROM table WHERE key = ...`` of row dicts (each row's ``key``)."""
-    statement = table.delete().where(table.c[key] == bindparam(f"k_{key}"))
-    return BulkWrite(statement, {f"k_{key}": key}, key=key)
+    """``DELETE FROM table WHERE key = ...`` of row dicts."""
+    return BulkWrite(table, key)
 
 
 ACCOUNT_UPDATE = keyed_update(
@@ -344,7 +337,7 @@ POSITION_DELETE = keyed_delete(POSITIONS, "ticket")
 
 #: The bulk INSERT of each table a batch adds rows to.
 INSERT = {
-    table: BulkWrite(table.insert())
+    table: BulkWrite(table)
     for table in (POSITIONS, PENDING, HISTORY, LEDGER, STOPOUTS, AUDIT, OUTBOX)
 }
 
