@@ -22,7 +22,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    event,
     select,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -94,14 +93,13 @@ async def rows(db: Database) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...
 
 async def test_writes_rows_and_values_exactly_in_one_transaction(db: Database) -> None:
     statements: list[str] = []
-    event.listen(
-        db.engine.sync_engine,
-        "before_cursor_execute",
-        lambda *args: statements.append(args[2]),
-    )
     async with db.transaction() as session:
+        connection = await session.connection()
+        if not db.is_sqlite:  # the statements asyncpg runs (SQLAlchemy's are bypassed)
+            driver = (await connection.get_raw_connection()).driver_connection
+            driver.add_query_logger(lambda record: statements.append(record.query))
         await write_bulk(
-            await session.connection(),
+            connection,
             [
                 (
                     UPDATE_PARENTS,
@@ -113,24 +111,39 @@ async def test_writes_rows_and_values_exactly_in_one_transaction(db: Database) -
                     [
                         {"id": 2, "balance": Decimal("12345678.12"), "note": SHARED},
                         {"id": 3, "balance": None, "note": SHARED},
+                        # Decimals go to PostgreSQL as text: exponent form, rounding to
+                        # the column's scale (10) as an INSERT of the value would.
+                        {"id": 4, "balance": Decimal("1E+2"), "note": None},
+                        {"id": 5, "balance": Decimal("0.00000000005"), "note": None},
                     ],
                 ),
                 (DELETE_CHILDREN, [{"id": 10}]),
-                # The child of a parent inserted by the same call.
-                (INSERT_CHILDREN, [{"id": 11, "parent_id": 2, "amount": Decimal("0.01")}]),
+                # The child of a parent inserted by the same call; an int amount.
+                (
+                    INSERT_CHILDREN,
+                    [
+                        {"id": 11, "parent_id": 2, "amount": Decimal("0.01")},
+                        {"id": 12, "parent_id": 4, "amount": 7},
+                    ],
+                ),
             ],
         )
     if not db.is_sqlite:
-        # The four writes went as one statement (SQLite's bypass SQLAlchemy's events).
-        assert len(statements) == 1
-        assert statements[0].startswith("WITH w0 AS (UPDATE bk_bulk_parents SET ")
+        # The four writes went as one statement in the session's transaction.
+        assert len(statements) == 3
+        assert statements[0] == "BEGIN;"
+        assert statements[1].startswith("WITH w0 AS (UPDATE bk_bulk_parents SET ")
+        assert statements[2] == "COMMIT;"
     parents, children = await rows(db)
     assert parents == [
         (1, Decimal("-0.0000000001"), [1], T0, "a"),
         (2, Decimal("12345678.12"), SHARED, None, None),
         (3, None, SHARED, None, None),
+        (4, Decimal(100), None, None, None),
+        # SQLite stores the exact digits; PostgreSQL's NUMERIC(28, 10) rounds half up.
+        (5, Decimal("0.00000000005" if db.is_sqlite else "0.0000000001"), None, None, None),
     ]
-    assert children == [(11, 2, Decimal("0.01"))]
+    assert children == [(11, 2, Decimal("0.01")), (12, 4, Decimal(7))]
 
 
 async def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
@@ -184,16 +197,17 @@ def test_array_write_is_one_statement_of_unnested_arrays() -> None:
         ],
     )
     assert sql == (
-        "WITH w0 AS (UPDATE bk_bulk_parents SET balance = v.balance, note = v.note::JSON "
-        "FROM unnest($1::BIGINT[], $2::NUMERIC[], $3::text[]) AS v(id, balance, note) "
+        "WITH w0 AS (UPDATE bk_bulk_parents SET balance = v.balance::NUMERIC, "
+        "note = v.note::JSON "
+        "FROM unnest($1::BIGINT[], $2::text[], $3::text[]) AS v(id, balance, note) "
         "WHERE bk_bulk_parents.id = v.id), "
         "w1 AS (DELETE FROM bk_bulk_children USING unnest($4::BIGINT[]) AS v(id) "
         "WHERE bk_bulk_children.id = v.id) "
         "INSERT INTO bk_bulk_children (id, parent_id, amount) "
-        "SELECT v.id, v.parent_id, v.amount "
-        "FROM unnest($5::BIGINT[], $6::BIGINT[], $7::NUMERIC[]) AS v(id, parent_id, amount)"
+        "SELECT v.id, v.parent_id, v.amount::NUMERIC "
+        "FROM unnest($5::BIGINT[], $6::BIGINT[], $7::text[]) AS v(id, parent_id, amount)"
     )
-    assert params == [([1], [Decimal("2")], ['{"a": 1}'], [10, 11], [12], [1], [None])]
+    assert params == [([1], ["2"], ['{"a": 1}'], [10, 11], [12], [1], [None])]
     # A lone write is that statement alone.
     sql, _ = array_write(dialect, [(DELETE_CHILDREN, [{"id": 10}])])
     assert sql == (

@@ -24,8 +24,19 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import JSON, Delete, Dialect, Insert, Table, Update, bindparam, update
+from sqlalchemy import (
+    JSON,
+    Delete,
+    Dialect,
+    Insert,
+    Numeric,
+    Table,
+    Update,
+    bindparam,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from brokerkernel.kernel.events import event_row
 from brokerkernel.kernel.storage.db import DriverWrite, executemany_all
@@ -163,8 +174,8 @@ class BulkWrite:
     ) -> tuple[ArrayPart, tuple[Bind, ...]]:
         """The statement over ``unnest($1::type[], ...) AS v(column, ...)``: an INSERT
         selects its rows from it, a keyed UPDATE or DELETE joins it on the key. JSON
-        values go as text (serialised by the column's bind processor) and are cast
-        back per element."""
+        (serialised by the column's bind processor) and decimals (:func:`_decimal_text`)
+        go as text and are cast back per element."""
         table = self.table
         quote = dialect.identifier_preparer.quote
         columns = keys if self._key is None else (self._key, *self._columns)
@@ -177,14 +188,21 @@ class BulkWrite:
             column = table.c[name]
             impl = column.type.dialect_impl(dialect)
             process = impl.bind_processor(dialect)
-            sql_type = column.type.compile(dialect=dialect)
+            # The type without its modifiers: an explicit cast to VARCHAR(n) would cut
+            # a longer text silently, where the assignment to the column refuses it
+            # ("value too long"), as a plain INSERT does; NUMERIC(p, s) rounds and
+            # overflows alike either way.
+            sql_type = _MODIFIERS.sub("", column.type.compile(dialect=dialect))
             is_json = isinstance(impl, JSON)
+            if is_json or _holds_decimals(impl):
+                if not is_json:
+                    process = _decimal_text
+                casts.append("text[]")
+                values.append(f"v.{quote(name)}::{sql_type}")
+            else:
+                casts.append(f"{sql_type}[]")
+                values.append(f"v.{quote(name)}")
             binds.append((itemgetter(name), process, process is not None and is_json))
-            # The array of the type without its modifiers: an explicit cast to
-            # VARCHAR(n) would cut a longer text silently, where the assignment to the
-            # column refuses it ("value too long"), as a plain INSERT does.
-            casts.append("text[]" if is_json else f"{_MODIFIERS.sub('', sql_type)}[]")
-            values.append(f"v.{quote(name)}::{sql_type}" if is_json else f"v.{quote(name)}")
         # Only the metadata's identifiers (quoted) go into the text; every value is a
         # bound parameter.
         target = quote(table.name)
@@ -219,6 +237,21 @@ def _planned(
     if plan is None:
         plan = by_keys[keys] = make(dialect, keys)
     return plan
+
+
+def _holds_decimals(impl: TypeEngine[Any]) -> bool:
+    """Whether a column type's dialect implementation (``dialect_impl``) is NUMERIC
+    holding Decimals, e.g. :class:`~brokerkernel.kernel.storage.types.DecimalType`."""
+    column_type = impl.impl_instance if isinstance(impl, TypeDecorator) else impl
+    return isinstance(column_type, Numeric) and bool(column_type.asdecimal)
+
+
+def _decimal_text(value: Any) -> str | None:
+    """A decimal array element as text: asyncpg encodes an array's Decimals ~4x slower
+    (~1.9 us each) than its texts, which PostgreSQL casts back exactly."""
+    if value is None:
+        return None
+    return str(value if type(value) is Decimal else Decimal(value))
 
 
 def _bound_columns(binds: tuple[Bind, ...], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
