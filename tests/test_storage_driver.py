@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokerkernel.kernel.storage.db import Database, executemany_all, fetch_driver
@@ -136,3 +136,27 @@ async def test_sqlite_pool_rolls_back_only_connections_returned_in_a_transaction
     finally:
         del driver._execute
     assert await pairs(db) == [(1, "one")]
+
+
+async def test_postgresql_driver_errors_are_raised_as_sqlalchemy_raises_them(
+    db: Database,
+) -> None:
+    """On PostgreSQL the statements run on the asyncpg connection, outside SQLAlchemy's
+    execution: a dropped connection must still come out as ``DBAPIError`` with
+    ``connection_invalidated`` (what the order workers retry on), and the pool must
+    hand out a working connection next."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's asyncpg path")
+    with pytest.raises(DBAPIError) as failure:
+        async with db.transaction() as session:
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            pid = driver.get_server_pid()
+            async with db.engine.connect() as other:
+                await other.exec_driver_sql("SELECT pg_terminate_backend($1)", (pid,))
+            await fetch_driver(connection, "SELECT $1::int", (1,))
+    assert failure.value.connection_invalidated is True
+    async with db.transaction() as session:
+        connection = await session.connection()
+        assert await fetch_driver(connection, "SELECT $1::int", (7,)) == [(7,)]

@@ -203,10 +203,10 @@ async def executemany_all(connection: AsyncConnection, writes: Sequence[DriverWr
     """Run ``writes`` in order, each with the driver's ``executemany``, in the
     transaction of ``connection`` (which commits or rolls them back as usual).
 
-    PostgreSQL (asyncpg): one ``executemany`` each on the asyncpg connection, i.e. one
-    round trip each (:func:`_on_asyncpg`). SQLite (aiosqlite): all of them in one call
-    into the driver's thread. aiosqlite
-    runs every DB-API call in its own thread, so a statement through SQLAlchemy's
+    PostgreSQL (asyncpg): one round trip each on the asyncpg connection
+    (:func:`_on_asyncpg`; asyncpg's ``execute`` for one row, ``executemany`` for
+    more). SQLite (aiosqlite): all of them in one call into the driver's thread.
+    aiosqlite runs every DB-API call in its own thread, so a statement through SQLAlchemy's
     adapter takes three or four hand-offs (cursor, execute, fetch, close), each a
     wake-up of the event loop (~25 us of its CPU) and a wait for its next turn, which
     under load is the longer part: a bulk write of seven statements took ~20 of them.
@@ -292,7 +292,10 @@ async def _fetch(driver: Any, sql: str, parameters: tuple[Any, ...]) -> list[Any
 
 
 async def _executemany(driver: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    await driver.executemany(sql, rows)
+    if len(rows) == 1:  # e.g. a batch's array write: asyncpg's execute is the leaner path
+        await driver.execute(sql, *rows[0])
+    else:
+        await driver.executemany(sql, rows)
 
 
 def _sqlite_executemany_all(driver: Any, writes: Sequence[DriverWrite]) -> None:
