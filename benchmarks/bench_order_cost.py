@@ -144,7 +144,8 @@ async def _measure(args: argparse.Namespace, work: Path) -> int:
     lines = [
         f"bench_order_cost  backend {'sqlite' if args.database_url is None else 'postgresql'}",
         f"  setup            {args.accounts} accounts; {args.warmup} orders warm-up; "
-        f"{args.orders} orders measured, {args.jobs} per batch ({batches} batches)",
+        f"{args.orders} orders measured, {args.jobs} queued at a time "
+        f"({batches} batches: {args.orders / max(batches, 1):.1f} orders each)",
         f"  CPU per order    {cpu * 1000 / args.orders:.3f} ms (this process, all threads)",
         f"  wall per order   {wall * 1000 / args.orders:.3f} ms",
     ]
@@ -159,7 +160,7 @@ async def _measure(args: argparse.Namespace, work: Path) -> int:
         f"  {TARGETS}: one core at 5,000 orders/s gives 0.2 ms per order, HTTP included",
     ]
     print("\n".join(lines))
-    return 0 if positions == total and batches * args.jobs >= args.orders else 1
+    return 0 if positions == total else 1
 
 
 def _under_callgrind(argv: list[str], work: Path) -> int:

@@ -211,7 +211,7 @@ class BulkWrite:
             names, selected = ", ".join(map(quote, columns)), ", ".join(values)
             sql = f"INSERT INTO {target} ({names}) SELECT {selected} FROM {alias}"  # noqa: S608
         else:
-            match = f"{target}.{quote(columns[0])} = v.{quote(columns[0])}"
+            match = f"{target}.{quote(columns[0])} = {values[0]}"
             if isinstance(self.statement, Update):
                 sets = ", ".join(
                     f"{quote(c)} = {v}" for c, v in zip(columns[1:], values[1:], strict=True)
