@@ -7,6 +7,7 @@ kernel's own readers or aggregation.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -26,6 +27,7 @@ from support import DAY_START_MS, create_admin, make_kernel, staff_headers, tick
 from brokerkernel.api.app import create_app
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.config import ConfigError
+from brokerkernel.kernel.marketdata import bars as bar_store
 from brokerkernel.kernel.marketdata.bars import Bar, BarBuilder
 from brokerkernel.kernel.marketdata.models import PriceOutage
 from brokerkernel.kernel.plugins import PluginManager
@@ -174,6 +176,38 @@ async def test_bars_survive_a_restart_in_the_middle_of_a_bar(
         assert await bars_of(second_api, f"symbol=EURUSD&timeframe={timeframe}&limit=5000") == (
             expected
         )
+
+
+async def test_bars_of_a_flush_cancelled_mid_write_are_written_by_the_next(
+    api: Client, kernel: Kernel, market_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping the kernel cancels the periodic writer, maybe in the middle of its
+    write; the bars it had taken must go out with the stop's own flush, not be lost."""
+    until_ms = DAY_START_MS + 180_000  # the day's first three minutes
+    assert feed_day(kernel, market_data_dir, ["EURUSD"], until_ms=until_ms) > 0
+    entered = asyncio.Event()
+
+    async def stuck_write(_session: Any, _changes: Any) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(bar_store, "write_bars", stuck_write)
+    flushing = asyncio.create_task(kernel.market_data.flush())
+    await entered.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    monkeypatch.undo()
+
+    await kernel.market_data.flush()
+    ticks = [
+        t
+        for t in day_ticks(market_data_dir, "EURUSD")
+        if t[0] <= MIDNIGHT + timedelta(milliseconds=180_000)
+    ]
+    expected = reference_bars(ticks, "M1")
+    assert len(expected) == 3
+    assert await bars_of(api, "symbol=EURUSD&timeframe=M1&limit=10") == expected
 
 
 async def test_history_pages_backwards_from_to_and_forwards_from_from(

@@ -95,7 +95,10 @@ class MarketData:
 
     async def flush(self) -> None:
         """Write changed bars and outages now (leader only; a follower's are dropped,
-        the leader writes the same ones). A failed write is retried with the next."""
+        the leader writes the same ones). A failed write is retried with the next, and
+        so is one cancelled mid-write (the periodic writer stopped by :meth:`stop`,
+        whose own flush then writes them): the writes are upserts, so a change given
+        back after its commit is only written again."""
         async with self._flush_lock:
             changed_bars = self.bars.take_changes()
             changed_outages = self.outages.take_changes()
@@ -105,7 +108,7 @@ class MarketData:
                 async with self._kernel.db.transaction() as session:
                     await bar_store.write_bars(session, changed_bars)
                     await health.write_outages(session, changed_outages)
-            except Exception:
+            except BaseException:
                 self.bars.give_back(changed_bars)
                 self.outages.give_back(changed_outages)
                 raise
