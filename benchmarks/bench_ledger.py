@@ -61,11 +61,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import aiohttp
 from aiohttp import web
-from bench_orders import Scratch, _admin, _scratch_database
+from bench_orders import Scratch, _drop_scratch, _precomputed_password_hash, _scratch_database
 from sqlalchemy import select
 
 from brokerkernel.api.app import create_app
@@ -74,7 +73,6 @@ from brokerkernel.kernel.descriptors import PaymentUpdate
 from brokerkernel.kernel.money.batching import LedgerBatcher, Posting
 from brokerkernel.kernel.money.reports import check_ledger
 from brokerkernel.kernel.runtime import Kernel, Settings
-from brokerkernel.kernel.security import hash_password
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.models import TradingAccount, Transaction, new_id
 from brokerkernel.kernel.trading import ledger
@@ -107,12 +105,8 @@ def _plugins_toml() -> str:
 
 
 async def _accounts(kernel: Kernel, count: int) -> list[int]:
-    password_hash = hash_password("bench-password")
     logins = []
-    with mock.patch(
-        "brokerkernel.kernel.customers.hash_password_async",
-        mock.AsyncMock(return_value=password_hash),
-    ):
+    with _precomputed_password_hash():
         for i in range(count):
             result = await register(
                 kernel.db,
@@ -420,10 +414,7 @@ async def main_async(args: argparse.Namespace) -> int:
             finally:
                 await runner.cleanup()  # stops the kernel
         finally:
-            if scratch.name is not None and scratch.admin_url is not None:
-                await _admin(
-                    scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
-                )
+            await _drop_scratch(scratch)
     print(TARGETS)
     return 0
 

@@ -51,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -60,18 +59,19 @@ from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.serve import new_event_loop
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.models import Position
-from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_orders import (
     TARGETS,
-    VOLUME,
     _accounts,
-    _admin,
+    _drop_scratch,
+    _market_order,
     _plugins_toml,
     _scratch_database,
     _serve_api,
     _settings,
+    add_data_dir_option,
+    add_database_url_option,
 )
 
 _CALLGRIND_OUT = "BENCH_ORDER_COST_CALLGRIND_OUT"
@@ -105,18 +105,14 @@ async def _measure(args: argparse.Namespace, work: Path) -> int:
         runner = await _serve_api(kernel, 0, reuse_port=False)
         try:
             accounts = await _accounts(kernel, args.accounts)
-            workers, sink = kernel.trading.workers, kernel.trading.sink
+            workers = kernel.trading.workers
             batches = 0
 
             async def run(first: int, count: int) -> None:
                 nonlocal batches
                 for start in range(first, first + count, args.jobs):
                     for index in range(start, min(start + args.jobs, first + count)):
-                        login = accounts[index % len(accounts)][0]
-                        request = OrderRequest(
-                            f"cost-{index}", login, "EURUSD", index % 2, Decimal(VOLUME)
-                        )
-                        workers.submit(MarketOrderJob(request, sink))
+                        workers.submit(_market_order(kernel, accounts, f"cost-{index}", index))
                     before = workers.batches
                     await kernel.trading.idle()
                     batches += workers.batches - before
@@ -136,13 +132,10 @@ async def _measure(args: argparse.Namespace, work: Path) -> int:
         finally:
             await runner.cleanup()
     finally:
-        if scratch.admin_url is not None and scratch.name is not None:
-            await _admin(
-                scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
-            )
+        await _drop_scratch(scratch)
     total = args.warmup + args.orders
     lines = [
-        f"bench_order_cost  backend {'sqlite' if args.database_url is None else 'postgresql'}",
+        f"bench_order_cost  backend {'postgresql' if scratch.admin_url else 'sqlite'}",
         f"  setup            {args.accounts} accounts; {args.warmup} orders warm-up; "
         f"{args.orders} orders measured, {args.jobs} queued at a time "
         f"({batches} batches: {args.orders / max(batches, 1):.1f} orders each)",
@@ -187,20 +180,12 @@ def _under_callgrind(argv: list[str], work: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--database-url",
-        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
-        "default: a SQLite file in a temporary directory",
-    )
+    add_database_url_option(parser)
     parser.add_argument("--accounts", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=1, help="orders per batch")
     parser.add_argument("--warmup", type=int, default=100, help="orders not measured")
     parser.add_argument("--orders", type=int, default=1000, help="orders measured")
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
-        help="market data (the replay feed is the clock source, never stepped)",
-    )
+    add_data_dir_option(parser)
     parser.add_argument(
         "--callgrind",
         action="store_true",

@@ -500,6 +500,32 @@ async def _scratch_database(database_url: str | None, work: Path) -> Scratch:
     return Scratch(url, admin_url, name)
 
 
+async def _drop_scratch(scratch: Scratch) -> None:
+    """Drop the scratch PostgreSQL database of :func:`_scratch_database` (SQLite's file
+    goes with its temporary directory)."""
+    if scratch.admin_url is not None and scratch.name is not None:
+        await _admin(scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)')
+
+
+def add_database_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``: where :func:`_scratch_database` puts the benchmark's data."""
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
+        "SQLite: a new file to use; default: a SQLite file in a temporary directory",
+    )
+
+
+def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the market data (``$BROKERKERNEL_MARKET_DATA`` by default)."""
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
+        help="market data (the replay feed is configured as clock source, never stepped)",
+    )
+
+
 def _plugins_toml(data_dir: Path) -> str:
     return "\n".join(
         [
@@ -521,14 +547,19 @@ def _plugins_toml(data_dir: Path) -> str:
     )
 
 
+def _precomputed_password_hash() -> Any:
+    """Patch registration to use one precomputed argon2 hash: argon2 costs ~60 ms a
+    call by design, which is not what the benchmarks measure."""
+    return mock.patch(
+        "brokerkernel.kernel.customers.hash_password_async",
+        mock.AsyncMock(return_value=hash_password("bench-password")),
+    )
+
+
 async def _accounts(kernel: Kernel, count: int) -> list[tuple[int, str]]:
     """Register and fund ``count`` customers; returns ``(login, access token)`` pairs."""
-    password_hash = hash_password("bench-password")
     accounts: list[tuple[int, str]] = []
-    with mock.patch(
-        "brokerkernel.kernel.customers.hash_password_async",
-        mock.AsyncMock(return_value=password_hash),
-    ):
+    with _precomputed_password_hash():
         for i in range(count):
             result = await register(
                 kernel.db,
@@ -565,6 +596,16 @@ def _timed(run_batch: BatchFn, samples: list[tuple[float, float, int]]) -> Batch
     return timed
 
 
+def _market_order(
+    kernel: Kernel, accounts: list[tuple[int, str]], request_id: str, index: int
+) -> MarketOrderJob:
+    """The ``index``-th in-process market order: 0.01 lot EURUSD, buy and sell in turn,
+    over ``accounts`` in turn."""
+    login = accounts[index % len(accounts)][0]
+    request = OrderRequest(request_id, login, "EURUSD", index % 2, Decimal(VOLUME))
+    return MarketOrderJob(request, kernel.trading.sink)
+
+
 async def _engine_only(
     kernel: Kernel, accounts: list[tuple[int, str]], count: int
 ) -> tuple[int, float, float]:
@@ -574,9 +615,7 @@ async def _engine_only(
     batches = workers.batches
     started = time.perf_counter()
     for index in range(count):
-        login = accounts[index % len(accounts)][0]
-        request = OrderRequest(f"engine-{index}", login, "EURUSD", index % 2, Decimal(VOLUME))
-        workers.submit(MarketOrderJob(request, kernel.trading.sink))
+        workers.submit(_market_order(kernel, accounts, f"engine-{index}", index))
     await kernel.trading.idle()
     seconds = time.perf_counter() - started
     commits = workers.batches - batches
@@ -771,10 +810,7 @@ async def server_main(args: argparse.Namespace) -> int:
             return await _serve_and_measure(args, work, scratch)
         finally:
             await _flush_redis(args.redis_url)
-            if scratch.admin_url is not None and scratch.name is not None:
-                await _admin(
-                    scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
-                )
+            await _drop_scratch(scratch)
 
 
 async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scratch) -> int:
@@ -909,12 +945,7 @@ async def ceiling_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
-        "SQLite: a new file to use; default: a SQLite file in a temporary directory",
-    )
+    add_database_url_option(parser)
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
     parser.add_argument(
@@ -950,11 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         default=10_000,
         help="orders queued in-process after the HTTP run, to time the order engine alone",
     )
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
-        help="market data (the replay feed is configured as clock source, never stepped)",
-    )
+    add_data_dir_option(parser)
     parser.add_argument(
         "--profile",
         default=None,

@@ -40,14 +40,19 @@ from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
-from brokerkernel.kernel.security import hash_password
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.trading.models import StopoutEvent
 from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
 from brokerkernel.kernel.trading.stopout import StopOutJob
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_orders import _admin, _plugins_toml, _scratch_database, percentile
+from bench_orders import (
+    _drop_scratch,
+    _plugins_toml,
+    _precomputed_password_hash,
+    _scratch_database,
+    percentile,
+)
 
 TARGET = "target (issue 3): tick-to-stop-out-event p99 <= 2 ms (at 1,000 ticks/s)"
 START_MS = 1_399_420_807_135
@@ -58,9 +63,8 @@ VOLUME = Decimal("0.7")
 
 async def _funded(kernel: Kernel, count: int, first: int, base: Decimal) -> list[int]:
     """``count`` accounts with balances ``base``, ``base + 1``, ...; each long 0.7 lot."""
-    password_hash = hash_password("bench-password")
     logins = []
-    with mock.patch("brokerkernel.kernel.customers.hash_password", return_value=password_hash):
+    with _precomputed_password_hash():
         for i in range(count):
             result = await register(
                 kernel.db,
@@ -156,10 +160,7 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             lines = await measure(args, work, scratch.url)
         finally:
-            if scratch.admin_url is not None and scratch.name is not None:
-                await _admin(
-                    scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
-                )
+            await _drop_scratch(scratch)
     backend = "postgresql" if scratch.admin_url is not None else "sqlite"
     print("\n".join([f"bench_stopout  backend {backend}", *lines, f"  {TARGET}"]))
     return 0

@@ -88,7 +88,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from bench_orders import Scratch, _admin, _scratch_database
+from bench_orders import Scratch, _drop_scratch, _scratch_database
 from redis.asyncio import Redis
 from sqlalchemy import func, insert, select
 from standardwebhooks import Webhook
@@ -422,10 +422,7 @@ async def main_async(args: argparse.Namespace) -> int:
             for child in children:
                 child.terminate()
                 child.join()
-            if scratch.name is not None and scratch.admin_url is not None:
-                await _admin(
-                    scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)'
-                )
+            await _drop_scratch(scratch)
     print(
         f"target: {TARGET:,.0f} deliveries/s from the outbox; measured {rate:,.0f}/s end to "
         f"end, {worker_rate:,.0f}/s by the delivery worker(s)"

@@ -206,10 +206,11 @@ async def executemany_all(connection: AsyncConnection, writes: Sequence[DriverWr
     PostgreSQL (asyncpg): one round trip each on the asyncpg connection
     (:func:`_on_asyncpg`; asyncpg's ``execute`` for one row, ``executemany`` for
     more). SQLite (aiosqlite): all of them in one call into the driver's thread.
-    aiosqlite runs every DB-API call in its own thread, so a statement through SQLAlchemy's
-    adapter takes three or four hand-offs (cursor, execute, fetch, close), each a
-    wake-up of the event loop (~25 us of its CPU) and a wait for its next turn, which
-    under load is the longer part: a bulk write of seven statements took ~20 of them.
+    aiosqlite runs every DB-API call in its own thread, so a statement through
+    SQLAlchemy's adapter takes three or four hand-offs (cursor, execute, fetch,
+    close), each a wake-up of the event loop (~25 us of its CPU) and a wait for its
+    next turn, which under load is the longer part: a bulk write of seven statements
+    took ~20 of them.
     The call goes through ``aiosqlite.Connection._execute``, a private method: the one
     aiosqlite's own calls queue their function with (aiosqlite is pinned in
     pyproject.toml; tests/test_storage_driver.py counts the calls). The statements'
@@ -270,18 +271,19 @@ async def _on_asyncpg(
                 await adapted._start_transaction()  # type: ignore[union-attr]
             return await call(adapted.driver_connection, sql, parameters)  # type: ignore[union-attr]
     except Exception as error:
-        await greenlet_spawn(_raise_as_sqlalchemy, connection.sync_connection, error, sql)
+        await greenlet_spawn(_raise_as_sqlalchemy, connection.sync_connection, adapted, error, sql)
         raise  # not reached: _raise_as_sqlalchemy raises
 
 
-def _raise_as_sqlalchemy(connection: Connection | None, error: Exception, sql: str) -> None:
+def _raise_as_sqlalchemy(
+    connection: Connection | None, adapted: Any, error: Exception, sql: str
+) -> None:
     """In a greenlet: raise ``error`` as SQLAlchemy's execution would have: translated
-    by the adapter into its DB-API error, then wrapped (and the connection invalidated
-    on a disconnect) by the connection."""
+    by the ``adapted`` connection into its DB-API error, then wrapped (and the
+    connection invalidated on a disconnect) by ``connection``."""
     assert connection is not None
-    adapted = connection.connection.dbapi_connection
     try:
-        adapted._handle_exception(error)  # type: ignore[union-attr]
+        adapted._handle_exception(error)
     except Exception as dbapi_error:
         connection._handle_dbapi_exception(dbapi_error, sql, None, None, None)
     raise error
