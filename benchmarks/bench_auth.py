@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from common import add_data_dir_option, ms_summary
 from redis.asyncio import Redis
 
 from brokerkernel.api.app import create_app
@@ -72,12 +73,6 @@ def _config(data_dir: Path) -> str:
             "",
         ]
     )
-
-
-def _ms(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {statistics.median(ordered):8.2f} ms   p99 {p99:8.2f} ms   (n={len(ordered)})"
 
 
 async def _http_load(
@@ -140,7 +135,7 @@ async def run(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             assert await verify_password_async(stored, PASSWORD)
             samples.append((time.perf_counter() - started) * 1000)
-        print(f"argon2id verify (worker thread)  {_ms(samples)}")
+        print(f"argon2id verify (worker thread)  {ms_summary(samples)}")
 
         samples = []
         token = ""
@@ -154,7 +149,7 @@ async def run(args: argparse.Namespace) -> None:
                     assert response.status == 200, body
                 samples.append((time.perf_counter() - started) * 1000)
                 token = body["access_token"]
-        print(f"HTTP staff login                 {_ms(samples)}")
+        print(f"HTTP staff login                 {ms_summary(samples)}")
 
         rounds = args.rounds
         fresh = [kernel.tokens.issue(user.id, {"type": "user"}) for _ in range(2000)]
@@ -198,8 +193,8 @@ async def run(args: argparse.Namespace) -> None:
                 rates[kind].append(rate)
                 samples.extend(latencies)
         anon_rate, auth_rate = statistics.mean(rates["anon"]), statistics.mean(rates["auth"])
-        print(f"GET /api/prices anonymous        {anon_rate:8.0f} req/s   {_ms(anon)}")
-        print(f"GET /api/prices with staff token {auth_rate:8.0f} req/s   {_ms(auth)}")
+        print(f"GET /api/prices anonymous        {anon_rate:8.0f} req/s   {ms_summary(anon)}")
+        print(f"GET /api/prices with staff token {auth_rate:8.0f} req/s   {ms_summary(auth)}")
         overhead = statistics.median(auth) - statistics.median(anon)
         print(f"authentication overhead at p50   {overhead:8.3f} ms per request")
         print(TARGETS)
@@ -215,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--data-dir", default="../shared/data/market")
+    add_data_dir_option(parser)
     asyncio.run(run(parser.parse_args(argv)))
     return 0
 

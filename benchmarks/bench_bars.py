@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from common import add_data_dir_option
 
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.marketdata.bars import BarBuilder, write_bars
@@ -37,7 +38,7 @@ TARGET_TICKS_S = 10_000
 """The price path's target (issue 3); the real peak is 401 ticks/s (XAUUSD)."""
 
 
-def load_ticks(data_dir: str, symbols: list[str], day: date) -> list[Quote]:
+def load_ticks(data_dir: Path, symbols: list[str], day: date) -> list[Quote]:
     ticks: list[Quote] = []
     ReplayFeed(data_dir, symbols, day, speed="max").step_until(2**62, ticks.append)
     return ticks
@@ -83,9 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", default="EURUSD,XAUUSD")
     parser.add_argument("--day", default="2014-05-07")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market")
-    )
+    add_data_dir_option(parser)
     args = parser.parse_args()
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     ticks = load_ticks(args.data_dir, symbols, date.fromisoformat(args.day))

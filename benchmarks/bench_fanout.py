@@ -40,6 +40,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from common import add_data_dir_option, percentile
 
 from brokerkernel.api.app import create_app
 from brokerkernel.api.routes.streams import PRICE_HUB
@@ -66,15 +67,10 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
-
-
 # --- the server process --------------------------------------------------------------------
 
 
-def real_quotes(data_dir: str, per_symbol: int = 2000) -> list[Quote]:
+def real_quotes(data_dir: Path, per_symbol: int = 2000) -> list[Quote]:
     """``per_symbol`` recorded quotes of each symbol, interleaved."""
     series = []
     for symbol in SYMBOLS:
@@ -84,7 +80,7 @@ def real_quotes(data_dir: str, per_symbol: int = 2000) -> list[Quote]:
     return [quote for group in zip(*series, strict=False) for quote in group]
 
 
-def write_config(directory: Path, data_dir: str, flush_ms: int) -> Path:
+def write_config(directory: Path, data_dir: Path, flush_ms: int) -> Path:
     path = directory / "plugins.toml"
     path.write_text(
         f"""
@@ -99,7 +95,7 @@ ws_heartbeat_s = 600
 ws_max_buffer_bytes = 4194304
 
 [plugins.replay]
-data_dir = "{Path(data_dir).resolve()}"
+data_dir = "{data_dir.resolve()}"
 [plugins.bbook]
 [plugins.spread_markup]
 [plugins.margin]
@@ -303,9 +299,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=18_765)
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market")
-    )
+    add_data_dir_option(parser)
     args = parser.parse_args()
     if args.role == "clients":
         asyncio.run(run_clients(args))

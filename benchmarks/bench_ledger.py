@@ -64,11 +64,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_orders import Scratch, _drop_scratch, _precomputed_password_hash, _scratch_database
+from bench_orders import Scratch, _drop_scratch, _scratch_database
+from common import first_login, register_customers
 from sqlalchemy import select
 
 from brokerkernel.api.app import create_app
-from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.descriptors import PaymentUpdate
 from brokerkernel.kernel.money.batching import LedgerBatcher, Posting
 from brokerkernel.kernel.money.reports import check_ledger
@@ -105,17 +105,7 @@ def _plugins_toml() -> str:
 
 
 async def _accounts(kernel: Kernel, count: int) -> list[int]:
-    logins = []
-    with _precomputed_password_hash():
-        for i in range(count):
-            result = await register(
-                kernel.db,
-                kernel.ids,
-                kernel.clock,
-                Registration(email=f"ledger-{i:05d}@example.com", password="bench-password"),
-            )
-            logins.append(int(result["trading_accounts"][0]["login"]))
-    return logins
+    return [first_login(r) for r in await register_customers(kernel, count, "ledger")]
 
 
 async def _run(

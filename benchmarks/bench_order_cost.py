@@ -70,9 +70,9 @@ from bench_orders import (
     _scratch_database,
     _serve_api,
     _settings,
-    add_data_dir_option,
     add_database_url_option,
 )
+from common import add_data_dir_option
 
 _CALLGRIND_OUT = "BENCH_ORDER_COST_CALLGRIND_OUT"
 
@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="orders per batch")
     parser.add_argument("--warmup", type=int, default=100, help="orders not measured")
     parser.add_argument("--orders", type=int, default=1000, help="orders measured")
-    add_data_dir_option(parser)
+    add_data_dir_option(
+        parser, "market data (the replay feed is configured as clock source, never stepped)"
+    )
     parser.add_argument(
         "--callgrind",
         action="store_true",

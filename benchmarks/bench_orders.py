@@ -65,164 +65,13 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_orders.py --profile /tmp/orders.prof   # cProfile
     .venv/bin/python benchmarks/bench_orders.py --ceiling   # bare aiohttp, same clients
 
-Quiet machine, 2026-11-21 (load average 0.6), ``--post-wait-ms 1000``, 64 clients:
-SQLite 1,782 orders/s, 0.518 ms server CPU per order, p50 34.2 / p99 54.6 ms,
-batches of 31.9 jobs (p50 15.7 ms); PostgreSQL 2,009 orders/s, 0.464 ms per order,
-p50 31.1 / p99 47.7 ms, batches of 16.0 jobs (p50 15.0 ms); PostgreSQL with 24
-clients 1,226 orders/s at p99 30.9 ms. Engine only: 3,471 (SQLite) and 5,521
-(PostgreSQL) orders/s.
-
-Later (a new, slower machine of the same kind; load average ~1, no other jobs),
-``--post-wait-ms 1000``, 64 clients, the code before and after the two changes
-below measured back to back on this machine: SQLite 1,338 -> 1,568 orders/s,
-0.683 -> 0.573 ms server CPU per order, p50 47.2 -> 39.6 / p99 69.5 -> 63.7 ms,
-batches of 32 jobs (p50 22.0 -> 18.0 ms), engine only 2,834 -> 3,357 orders/s;
-PostgreSQL 1,546 -> 1,662 orders/s, 0.614 -> 0.561 ms per order, p50 40.5 -> 38.0
-/ p99 64.1 -> 51.5 ms, batches of 16 jobs (p50 19.7 -> 18.4 ms), engine only 4,438
--> 4,603 orders/s.
-
-Later again (same machine; its host slowed down during the session: the same code
-measured 1,530 and then 973-1,285 orders/s), three changes, each measured in
-interleaved pairs against the code before them, ``--post-wait-ms 1000``, 64 clients:
-ids are UUID version 7 from uuid-utils (``new_id``: time-ordered keys go in at the
-right-hand end of their B-trees, and ``uuid.uuid4``'s ``os.urandom`` releases the GIL,
-after which the event loop waited for SQLite's thread: ~0.2 ms a call with a busy
-second thread); the batch lock and the outbox relay run Core statements on the
-session's connection (no ORM statement and result handling; the relay marks rows by
-``seq``); hiredis parses Redis replies. SQLite, ids alone: 0.599 / 0.605 / 0.615 ->
-0.579 / 0.558 / 0.602 ms per order, 1,530 / 1,542 / 1,516 -> 1,632 / 1,664 / 1,568
-orders/s; all three against 1aaf89d: 0.953 / 0.738 / 0.860 -> 0.829 / 0.696 / 0.713 ms,
-973 / 1,285 / 1,081 -> 1,190 / 1,350 / 1,338 orders/s, engine only 2,336 / 2,582 /
-2,634 -> 2,742 / 3,194 / 3,294 orders/s. PostgreSQL: 0.840 / 1.178 -> 0.724 / 0.943
-ms, 1,110 / 823 -> 1,286 / 979 orders/s. PostgreSQL with ``--redis-url`` (the
-scale-out deployment's cache and bus): 0.79-0.88 ms per order, 1,138-1,256 orders/s
-(hiredis: 0.834 / 0.842 -> 0.798 / 0.824 ms); per request one Redis read (the
-session's revocation check) and each event read back from the stream. With
-``--processes 2`` 1,369 orders/s at 1.06 ms per order over both processes: on two
-cores shared with PostgreSQL, Redis and the clients a second process adds its own
-per-batch and per-event work (batches of 8 jobs instead of 16) more than it adds CPU.
-
-Latency against concurrency (SQLite, same session, slow host): 8 clients 391 orders/s,
-p50 19.4 / p99 36.3 ms, batches of 4 jobs (p50 9.3 ms); 16 clients 654/s, p99 43.5
-ms; 32 clients 995/s, p99 59.6 ms. With 8 clients the event-loop thread is ~60% busy
-(``/proc`` per-thread CPU): ~1.3 ms of its CPU per order against ~0.45 ms with 64
-clients, i.e. a fixed ~4 ms per batch: about ten statements (lock, bulk writes,
-commit; the relay's select, update and commit) each going through SQLAlchemy's
-execution context, a greenlet switch, aiosqlite's thread and a wake-up of the loop.
-That fixed cost, not the per-order work, keeps p99 above 20 ms at any load: the next
-step is fewer statements per batch (or one call into the driver's thread per batch).
-
-Later again (a faster day on the same kind of machine, load average ~1), three changes
-to the order workers' trips to the database, measured in interleaved pairs against
-b3fbaa7, ``--post-wait-ms 1000``: the batch's bulk writes go to the driver at once
-(``storage/db.py`` ``executemany_all``: on SQLite one call into aiosqlite's thread
-instead of three or four hand-offs per statement, each a wake-up of the event loop and
-a wait for its next turn) and the batch lock is SQL compiled once per dialect and
-count, read the same way (``fetch_driver``); the SQLite pool rolls back only
-connections returned inside a transaction (one trip fewer per unit of work); and the
-WAL is checkpointed by a background thread instead of by the commit that fills it
-(commits of ~0.5 ms had taken up to 45-60 ms then). SQLite, 64 clients: 0.472 / 0.494
--> 0.406 / 0.420 ms server CPU per order, 1,971 / 1,894 -> 2,382 / 2,400 orders/s, p99
-53.5 / 58.6 -> 49.8 / 43.3 ms, batches p50 14.3 / 14.8 -> 11.6 / 11.8 ms; 8 clients:
-1.345 / 1.237 -> 0.634 / 0.737 ms, 667 / 739 -> 1,528 / 1,326 orders/s, p50 11.3 / 10.0
--> 4.6 / 5.3 ms, p99 22.1 / 21.5 -> 11.6 / 13.3 ms, batches p50 5.35 / 4.77 -> 2.22 /
-2.55 ms; open loop at 1,000 orders/s (``--rate 1000``, 64 clients): p50 11.7 / 12.2 ->
-4.9 / 5.3 ms, p99 44.9 / 32.9 -> 20.9 / 25.6 ms, max 112.5 / 51.1 -> 39.8 / 38.2 ms.
-PostgreSQL, 64 clients: 0.536 / 0.494 -> 0.413 / 0.426 ms, 1,737 / 1,872 -> 2,115 /
-2,133 orders/s (p99 51.6 / 63.0 ms); open loop at 1,000/s p99 58.7 / 35.0 -> 29.5 /
-39.4 ms (noisy). Engine only: SQLite 3,722 / 4,612 -> 5,019 / 5,169 orders/s. Latency
-against concurrency afterwards (SQLite): 8 clients 1,326-1,528 orders/s at p99 11.6-13.3
-ms; 16 clients 1,785-1,846/s at p99 17.9-18.6 ms; 24 clients 2,158/s at p99 22.6 ms;
-64 clients ~2,400/s at p99 ~45-50 ms (a closed loop's latency is clients / rate once
-the server is saturated). PostgreSQL (2 shards): 8 clients 757/s at p99 23.6 ms, 16
-clients 1,238/s at p99 23.7 ms: a batch there is ~8 round trips (BEGIN, lock, one bulk
-statement per table, COMMIT), which bounds its latency whatever the load.
-
-Later again (a slow, noisy day: the host stole up to 50% of the CPU), PostgreSQL
-batches write as one statement over unnested arrays (``trading/batch.py``
-``write_bulk``): four round trips a batch (BEGIN, lock, writes, COMMIT) instead of
-about nine. Interleaved pairs, one client (one job per batch): batch p50 4.76 / 4.07 /
-4.28 -> 4.11 / 3.79 / 3.77 ms, 4.78 / 4.16 / 4.43 -> 3.81 / 3.78 / 3.47 ms server CPU
-per order; engine only (250 jobs per commit) 2,309 / 2,834 / 2,763 -> 2,866 / 2,791 /
-2,732 orders/s, i.e. unchanged: there the engine's Python, not the round trips, is the
-cost. At one job per batch the server spends ~3-4 ms of CPU per order against ~0.6 ms
-at 32 jobs per batch: the fixed cost of a batch (session, connection, transaction,
-greenlet hand-offs, outbox relay pass) dominates, not the order's own work.
-``--ceiling`` puts the clients against a bare aiohttp order route (no kernel, no
-middlewares; body parsed, JSON answered): 9,237 / 6,796 requests/s at 0.113 / 0.127 ms
-of server CPU each, measured alternately with the kernel on SQLite (64 clients): 1,575 /
-1,339 orders/s at 0.667 / 0.677 ms, engine only 2,799 / 2,938 orders/s. On this machine
-5,000 orders/s would leave the kernel ~0.09 ms per order beside aiohttp's own ~0.11 ms
-on one core, and the engine alone needs ~0.34.
-
-The gateway change (load average 1-6, ``--post-wait-ms 1000``, 64 clients, interleaved
-before/after pairs on one snapshot of the engine code) the gateway went from seven
-middleware layers to three (``guard`` runs authentication, idempotency and rate
-limits; no CORS layer without ``cors_origins``), customer principals remembered
-per token, no Decimal rewrite pass on answers without Decimals: server CPU per
-order SQLite 0.606 -> 0.563 ms (medians of 7 pairs; every pair 16-74 us less),
-PostgreSQL 0.671 -> 0.635 ms (6 pairs, 5-64 us less); with the order engine
-stubbed out, the HTTP path alone 111 -> 90 us per request (5 pairs). Not counted
-here: ``brokerkernel serve`` logs at INFO, so its one access line per request
-(stderr) costs another 40-60 us CPU per request (HTTP path alone); this benchmark
-configures no logging.
-
-The order engine, same day (load average 3-4, interleaved before/after runs):
-batches write through ``BulkWrite`` (``kernel/trading/batch.py``: the driver's
-executemany with the columns' own bind processors, built column by column, one
-JSON serialization per shared terms snapshot), decimals bind without the
-TypeDecorator wrapper, timestamps bind memoised, the batch lock reads five columns
-of each account (whole rows only to reload), margin legs and side totals without
-``dataclasses.replace``. Engine only (``--post-wait-ms 1000``, 2 pairs each):
-SQLite 2,689 / 2,919 -> 3,098 / 3,859 orders/s, PostgreSQL 3,555 / 3,344 -> 3,818 /
-3,967 orders/s. CPU per order of the engine alone (10,000 orders on 200 accounts,
-250 jobs a batch, outbox relay included; server process, all threads; a script
-timing ``process_time`` around this benchmark's engine-only phase): SQLite 0.245 ->
-0.19 ms with 10-60 positions per account (event-loop thread 0.197 -> 0.145 ms; the
-rest is SQLite's thread), 0.30 -> 0.26 ms with 110-160; PostgreSQL 0.215 -> 0.18 ms
-(PostgreSQL's own CPU not counted). Short of the 0.14 ms goal: what remains is
-spread thin (deal logic ~65 us, bulk writes ~35 us, lock and working copies ~15
-us, watchers and statuses ~25 us, relay ~15 us on the event-loop thread).
-
-Earlier the same day (2 cores shared with other heavy work, load average 5-7: wall
-rates are depressed and noisy; server CPU per order is the comparable figure), 64
-clients, aiohttp clients and asyncio: SQLite 1.03 -> 0.92 ms CPU per order with the
-seed's POST + long poll, 0.70 ms with ``--post-wait-ms`` (401 -> 471 -> 824 orders/s
-wall); PostgreSQL 1.06 -> 0.90 -> 0.81 ms (batches of 16 jobs take ~45 ms there:
-round trips to a busy server bound it). The order engine alone: ~0.26 ms CPU per
-order (250 jobs per commit).
-
-Then (same day, load average 8-14, ``--post-wait-ms 1000 --accounts 100``), with
-the lean clients, ``tune_gc`` (CPython's collector had taken ~14% of the server's
-CPU, full collections 145 ms each), order bodies accepted without the JSON Schema
-walk (``_plain_order``) and the JSON codec built once (``api/jsonio.py``):
-
-* SQLite, 64 clients: 0.48 ms CPU per order (0.40 ms on the event-loop thread, 0.08
-  ms in SQLite's thread), 1,040-1,290 orders/s wall, p99 140-220 ms, batches of ~32
-  jobs (p50 17-19 ms); the default asyncio loop instead of uvloop: +~8% CPU per
-  order. 256 clients: 0.38 ms per order (batches of ~126 jobs), ~960 orders/s.
-  The seed's POST + long poll (two requests per order, no ``--post-wait-ms``): 0.55
-  ms per order (was 0.92), ~750 orders/s.
-* PostgreSQL, 64 clients: 0.76 ms CPU per order, ~310 orders/s: 2 shards, batches of
-  ~17 jobs taking ~84 ms (p50) — ~11 round trips per batch (the pool pre-ping: BEGIN,
-  an empty query, ROLLBACK; then BEGIN, the accounts' ``SELECT ... FOR UPDATE``,
-  their UPDATE, four bulk INSERTs, COMMIT; a ``nextval`` every 4th batch) to a server
-  on the same overloaded cores, so throughput is clients / batch time. Later that
-  day (load 4-6) the pool pings only connections idle for 1 s
-  (``storage/db.py``): 8.26 instead of 11.25 round trips per batch (counted on
-  asyncpg's calls), 60-100 us less client CPU and 30-70 us less PostgreSQL CPU per
-  unit of work; per order (~16 jobs a batch) that is within the noise: 0.58-0.71 ms
-  either way in six interleaved pairs. Wall rates were lower without the pings
-  (760-960 against 910-1,330 orders/s, batches p50 32-38 against 22-33 ms), with the
-  server process getting less CPU time per second (~0.6 against ~0.75 of a core)
-  while other jobs loaded the machine: to be re-measured on a quiet machine.
-  256 clients: 0.46 ms per order, batches of ~64 jobs, ~965 orders/s. More shards
-  (``--workers 8``) only shrink the batches (~4 jobs) and raise CPU per order.
-* The order engine alone: ~0.24 ms CPU per order at 250 jobs per commit.
-
-The issue's targets (5,000/s SQLite, 2,000/s PostgreSQL, p99 <= 20 ms) are not
-reached on this shared 2-core machine: at ~0.4 ms per order on the event-loop thread
-one core serves at most ~2,500 orders/s, and the clients need the other core.
+Figures (quiet host, 2026-11-22, ``--post-wait-ms 1000``, 64 clients): SQLite
+2,349 orders/s at 0.433 ms of server CPU per order, p99 46 ms, batches of 32 jobs;
+PostgreSQL 2,023-2,128 orders/s at 0.45-0.49 ms, p99 51 ms, batches of 16 jobs;
+open loop at 1,000 orders/s on PostgreSQL p99 20-34 ms; engine only ~5,000 orders/s
+on either. The README's *Benchmarks* section has the full table, where the CPU
+goes, and why the issue's targets (5,000/s SQLite, 2,000/s PostgreSQL, p99 <= 20 ms)
+are out of reach on two cores shared with the load generator.
 
 With a PostgreSQL URL, that URL's database is only used to ``CREATE DATABASE
 bk_bench_<pid>`` (dropped at the end); nothing else is touched. Loopback only; the
@@ -235,7 +84,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import math
 import os
 import statistics
 import sys
@@ -248,21 +96,19 @@ from decimal import Decimal
 from itertools import count
 from pathlib import Path
 from typing import Any, cast
-from unittest import mock
 
 from aiohttp import web
+from common import add_data_dir_option, first_login, percentile, register_customers
 from redis.asyncio import Redis
 from sqlalchemy import pool, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokerkernel.api.app import create_app
-from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.identity.service import Client
 from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
-from brokerkernel.kernel.security import hash_password
 from brokerkernel.kernel.serve import new_event_loop, tune_gc
 from brokerkernel.kernel.storage import migrate
 from brokerkernel.kernel.storage.db import normalise_url
@@ -274,15 +120,6 @@ TARGETS = "targets (issue 3): 5,000 orders/s on SQLite, 2,000/s on PostgreSQL, p
 QUOTE = Quote("EURUSD", Decimal("1.39286"), Decimal("1.39298"), 1_399_420_807_135, "replay")
 DEPOSIT = Decimal("100000")
 VOLUME = "0.01"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by the nearest-rank method; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
 
 
 # ------------------------------------------------------------------------ the clients
@@ -517,15 +354,6 @@ def add_database_url_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``: the market data (``$BROKERKERNEL_MARKET_DATA`` by default)."""
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
-        help="market data (the replay feed is configured as clock source, never stepped)",
-    )
-
-
 def _plugins_toml(data_dir: Path) -> str:
     return "\n".join(
         [
@@ -547,34 +375,17 @@ def _plugins_toml(data_dir: Path) -> str:
     )
 
 
-def _precomputed_password_hash() -> Any:
-    """Patch registration to use one precomputed argon2 hash: argon2 costs ~60 ms a
-    call by design, which is not what the benchmarks measure."""
-    return mock.patch(
-        "brokerkernel.kernel.customers.hash_password_async",
-        mock.AsyncMock(return_value=hash_password("bench-password")),
-    )
-
-
 async def _accounts(kernel: Kernel, count: int) -> list[tuple[int, str]]:
     """Register and fund ``count`` customers; returns ``(login, access token)`` pairs."""
     accounts: list[tuple[int, str]] = []
-    with _precomputed_password_hash():
-        for i in range(count):
-            result = await register(
-                kernel.db,
-                kernel.ids,
-                kernel.clock,
-                Registration(email=f"bench-{i:05d}@example.com", password="bench-password"),
-            )
-            login = int(result["trading_accounts"][0]["login"])
-            await kernel.transactions.create_manual(
-                TransactionRequest("DEPOSIT", login, DEPOSIT, "USD", "APPROVED"),
-                created_by="bench",
-            )
-            session = await kernel.identity.customer_session(result["id"], Client("bench"))
-            token = session["access_token"]
-            accounts.append((login, token))
+    for result in await register_customers(kernel, count, "bench"):
+        login = first_login(result)
+        await kernel.transactions.create_manual(
+            TransactionRequest("DEPOSIT", login, DEPOSIT, "USD", "APPROVED"),
+            created_by="bench",
+        )
+        session = await kernel.identity.customer_session(result["id"], Client("bench"))
+        accounts.append((login, session["access_token"]))
     return accounts
 
 
@@ -981,7 +792,9 @@ def main(argv: list[str] | None = None) -> int:
         default=10_000,
         help="orders queued in-process after the HTTP run, to time the order engine alone",
     )
-    add_data_dir_option(parser)
+    add_data_dir_option(
+        parser, "market data (the replay feed is configured as clock source, never stepped)"
+    )
     parser.add_argument(
         "--profile",
         default=None,

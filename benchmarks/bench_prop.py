@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import statistics
 import time
@@ -88,11 +87,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench_risk import INSTRUMENTS, Portfolio, Relay, load_ticks, percentile, rss_mb
+from bench_risk import INSTRUMENTS, Portfolio, Relay, load_ticks, rss_mb
+from common import add_data_dir_option, percentile
 
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.descriptors import PluginContext
@@ -506,11 +505,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced ticks/s")
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--day", type=date.fromisoformat, default=date(2014, 5, 7))
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market")),
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--plans",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from common import ms_summary
 from redis.asyncio import Redis
 
 from brokerkernel.api.app import create_app
@@ -68,12 +68,6 @@ def _config() -> str:
             "",
         ]
     )
-
-
-def _ms(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {statistics.median(ordered):7.2f} ms   p99 {p99:7.2f} ms   (n={len(ordered)})"
 
 
 async def _token(kernel: Kernel) -> dict[str, str]:
@@ -165,14 +159,14 @@ async def run(args: argparse.Namespace) -> None:
             rate, latencies, ids = await _provision(
                 session, headers, plan["id"], args.accounts, args.clients
             )
-            print(f"POST /accounts (provision)  {rate:8.1f} accounts/s   {_ms(latencies)}")
+            print(f"POST /accounts (provision)  {rate:8.1f} accounts/s   {ms_summary(latencies)}")
             paths = [f"/api/v1/propfirm/accounts/{i}" for i in ids]
             rate, latencies = await _reads(session, headers, paths, args.seconds)
-            print(f"GET /accounts/{{id}} (state)  {rate:8.1f} req/s        {_ms(latencies)}")
+            print(f"GET /accounts/{{id}} (state)  {rate:8.1f} req/s        {ms_summary(latencies)}")
             rate, latencies = await _reads(
                 session, headers, ["/api/v1/propfirm/accounts?limit=50"], args.seconds
             )
-            print(f"GET /accounts?limit=50       {rate:8.1f} req/s        {_ms(latencies)}")
+            print(f"GET /accounts?limit=50       {rate:8.1f} req/s        {ms_summary(latencies)}")
         print(TARGETS)
     finally:
         await runner.cleanup()

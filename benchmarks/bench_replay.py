@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
+
+from common import add_data_dir_option
 
 from brokerkernel.kernel.clock import MarketClock
 from brokerkernel.kernel.pricing import Quote, QuoteBook
@@ -67,11 +69,11 @@ class MinuteBars:
         bar[3] = mid
 
 
-def _feed(data_dir: str, symbols: list[str], day: date) -> ReplayFeed:
+def _feed(data_dir: Path, symbols: list[str], day: date) -> ReplayFeed:
     return ReplayFeed(data_dir, symbols, day, speed="max")
 
 
-def bench_parse(data_dir: str, symbols: list[str], day: date) -> tuple[int, float]:
+def bench_parse(data_dir: Path, symbols: list[str], day: date) -> tuple[int, float]:
     """Ticks and wall seconds for reading + parsing + Quote creation + merging only."""
     feed = _feed(data_dir, symbols, day)
     started = time.perf_counter()
@@ -80,7 +82,7 @@ def bench_parse(data_dir: str, symbols: list[str], day: date) -> tuple[int, floa
 
 
 async def bench_price_path(
-    data_dir: str, symbols: list[str], day: date
+    data_dir: Path, symbols: list[str], day: date
 ) -> tuple[ReplayFeed, QuoteBook, TickCounter, MinuteBars, float]:
     """Replays the day through the quote book and its subscribers; returns the parts."""
     feed = _feed(data_dir, symbols, day)
@@ -97,11 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", default="EURUSD,XAUUSD", help="comma-separated symbols")
     parser.add_argument("--day", default="2014-05-07", help="UTC day, YYYY-MM-DD")
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
-        help="market data directory",
-    )
+    add_data_dir_option(parser)
     args = parser.parse_args()
     symbols = [symbol.strip() for symbol in args.symbols.split(",") if symbol.strip()]
     day = date.fromisoformat(args.day)

@@ -60,6 +60,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+from common import add_data_dir_option, percentile
 
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.risk.engine import RiskEngine
@@ -125,11 +126,6 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def load_ticks(data_dir: Path, day: date, limit: int) -> list[tuple[str, float, float, int]]:
@@ -386,11 +382,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced ticks/s")
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--day", type=date.fromisoformat, default=date(2014, 5, 7))
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market")),
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 

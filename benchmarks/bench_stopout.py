@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,6 @@ from unittest import mock
 
 from sqlalchemy import func, select
 
-from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.money.transactions import TransactionRequest
 from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
@@ -46,13 +44,8 @@ from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
 from brokerkernel.kernel.trading.stopout import StopOutJob
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_orders import (
-    _drop_scratch,
-    _plugins_toml,
-    _precomputed_password_hash,
-    _scratch_database,
-    percentile,
-)
+from bench_orders import _drop_scratch, _plugins_toml, _scratch_database
+from common import add_data_dir_option, first_login, percentile, register_customers
 
 TARGET = "target (issue 3): tick-to-stop-out-event p99 <= 2 ms (at 1,000 ticks/s)"
 START_MS = 1_399_420_807_135
@@ -63,21 +56,12 @@ VOLUME = Decimal("0.7")
 
 async def _funded(kernel: Kernel, count: int, first: int, base: Decimal) -> list[int]:
     """``count`` accounts with balances ``base``, ``base + 1``, ...; each long 0.7 lot."""
-    logins = []
-    with _precomputed_password_hash():
-        for i in range(count):
-            result = await register(
-                kernel.db,
-                kernel.ids,
-                kernel.clock,
-                Registration(email=f"stop-{first + i:05d}@example.com", password="x" * 10),
-            )
-            login = int(result["trading_accounts"][0]["login"])
-            await kernel.transactions.create_manual(
-                TransactionRequest("DEPOSIT", login, base + i, "USD", "APPROVED"),
-                created_by="bench",
-            )
-            logins.append(login)
+    logins = [first_login(r) for r in await register_customers(kernel, count, "stop", first)]
+    for i, login in enumerate(logins):
+        await kernel.transactions.create_manual(
+            TransactionRequest("DEPOSIT", login, base + i, "USD", "APPROVED"),
+            created_by="bench",
+        )
     for login in logins:
         request = OrderRequest(f"open-{login}", login, "EURUSD", 0, VOLUME)
         kernel.trading.workers.submit(MarketOrderJob(request, kernel.trading.sink))
@@ -170,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=None, help="as bench_orders.py")
     parser.add_argument("--accounts", type=int, default=300)
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market"),
-    )
+    add_data_dir_option(parser)
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 
