@@ -90,7 +90,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench_risk import INSTRUMENTS, Portfolio, Relay, load_ticks, rss_mb
+from bench_risk import Portfolio, Relay, load_ticks, rss_mb
 from common import add_data_dir_option, percentile
 
 from brokerkernel.kernel.clock import MarketClock
@@ -367,29 +367,7 @@ def build(
             rules=prop.rules_for(plan, 0, {}),
         )
         risk.set_peak(login, size)
-    for ticket, (owner, instrument, side, volume, price) in enumerate(
-        zip(
-            book.owner.tolist(),
-            book.instrument.tolist(),
-            book.side.tolist(),
-            book.volume.tolist(),
-            book.open_price.tolist(),
-            strict=True,
-        )
-    ):
-        spec = INSTRUMENTS[instrument]
-        login = int(book.logins[owner])
-        risk.add_position(
-            ticket + 1,
-            login,
-            spec.symbol,
-            side,
-            volume,
-            price,
-            spec.contract_size,
-            spec.profit_currency,
-        )
-        tickets.setdefault(login, []).append(ticket + 1)
+    book.add_positions(risk, tickets)
     # 2% of the accounts start their day 0-50 USD above their daily floor
     fragile = book.rng.random(len(book.logins)) < 0.02
     for slot in fragile.nonzero()[0].tolist():

@@ -173,6 +173,34 @@ class Portfolio:
     def account_margin_usd(self) -> np.ndarray:
         return np.bincount(self.owner, self.margin_usd, minlength=len(self.logins))
 
+    def add_positions(self, engine: RiskEngine, tickets: dict[int, list[int]]) -> None:
+        """Add every position to ``engine`` (tickets 1, 2, ...), each ticket appended to
+        its login's list in ``tickets`` once added."""
+        for ticket, (owner, instrument, side, volume, price) in enumerate(
+            zip(
+                self.owner.tolist(),
+                self.instrument.tolist(),
+                self.side.tolist(),
+                self.volume.tolist(),
+                self.open_price.tolist(),
+                strict=True,
+            ),
+            start=1,
+        ):
+            spec = INSTRUMENTS[instrument]
+            login = int(self.logins[owner])
+            engine.add_position(
+                ticket,
+                login,
+                spec.symbol,
+                side,
+                volume,
+                price,
+                spec.contract_size,
+                spec.profit_currency,
+            )
+            tickets.setdefault(login, []).append(ticket)
+
 
 def usd_to(currency: str) -> float:
     return 1 / TO_USD[currency] if currency != "JPY" else 101.6
@@ -198,27 +226,7 @@ def build(
             stopout_level=Decimal(50),
             margin_call_level=Decimal(100),
         )
-    for ticket, (owner, instrument, side, volume, price) in enumerate(
-        zip(
-            book.owner.tolist(),
-            book.instrument.tolist(),
-            book.side.tolist(),
-            book.volume.tolist(),
-            book.open_price.tolist(),
-            strict=True,
-        )
-    ):
-        spec = INSTRUMENTS[instrument]
-        engine.add_position(
-            ticket + 1,
-            int(book.logins[owner]),
-            spec.symbol,
-            side,
-            volume,
-            price,
-            spec.contract_size,
-            spec.profit_currency,
-        )
+    book.add_positions(engine, {})
     # margin level 300-2,000%; 2% of accounts at 100-105%, 2% at 50-52%
     level = book.rng.uniform(3.0, 20.0, len(book.logins))
     fragile = book.rng.random(len(book.logins))
