@@ -62,6 +62,7 @@ from brokerkernel.kernel.storage.models import Position
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_orders import (
+    DATA_DIR_HELP,
     TARGETS,
     _accounts,
     _drop_scratch,
@@ -185,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="orders per batch")
     parser.add_argument("--warmup", type=int, default=100, help="orders not measured")
     parser.add_argument("--orders", type=int, default=1000, help="orders measured")
-    add_data_dir_option(
-        parser, "market data (the replay feed is configured as clock source, never stepped)"
-    )
+    add_data_dir_option(parser, DATA_DIR_HELP)
     parser.add_argument(
         "--callgrind",
         action="store_true",

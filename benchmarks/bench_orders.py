@@ -120,6 +120,7 @@ TARGETS = "targets (issue 3): 5,000 orders/s on SQLite, 2,000/s on PostgreSQL, p
 QUOTE = Quote("EURUSD", Decimal("1.39286"), Decimal("1.39298"), 1_399_420_807_135, "replay")
 DEPOSIT = Decimal("100000")
 VOLUME = "0.01"
+DATA_DIR_HELP = "market data (the replay feed is configured as clock source, never stepped)"
 
 
 # ------------------------------------------------------------------------ the clients
@@ -792,9 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         default=10_000,
         help="orders queued in-process after the HTTP run, to time the order engine alone",
     )
-    add_data_dir_option(
-        parser, "market data (the replay feed is configured as clock source, never stepped)"
-    )
+    add_data_dir_option(parser, DATA_DIR_HELP)
     parser.add_argument(
         "--profile",
         default=None,
