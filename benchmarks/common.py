@@ -27,7 +27,7 @@ BENCH_PASSWORD = "bench-password"
 
 
 def add_data_dir_option(
-    parser: argparse.ArgumentParser, help: str = "market data directory"
+    parser: argparse.ArgumentParser, description: str = "market data directory"
 ) -> None:
     """``--data-dir`` (a :class:`~pathlib.Path`): the market data, by default
     ``$BROKERKERNEL_MARKET_DATA`` or ``../shared/data/market``."""
@@ -35,7 +35,7 @@ def add_data_dir_option(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("BROKERKERNEL_MARKET_DATA", "../shared/data/market")),
-        help=help,
+        help=description,
     )
 
 
