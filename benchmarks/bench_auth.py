@@ -107,7 +107,7 @@ async def run(args: argparse.Namespace) -> None:
         await redis.flushdb()
         await redis.aclose()
     config = work / "plugins.toml"
-    config.write_text(_config(Path(args.data_dir)))
+    config.write_text(_config(args.data_dir))
     kernel = Kernel(
         Settings(
             config_path=config,

@@ -64,8 +64,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_orders import Scratch, _drop_scratch, _scratch_database
-from common import first_login, register_customers
+from common import (
+    Scratch,
+    add_database_url_option,
+    drop_scratch,
+    first_login,
+    register_customers,
+    scratch_database,
+)
 from sqlalchemy import select
 
 from brokerkernel.api.app import create_app
@@ -372,7 +378,7 @@ async def _verify(kernel: Kernel, deposits: int) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bk-bench-ledger-") as tmp:
         work = Path(tmp)
-        scratch: Scratch = await _scratch_database(args.database_url, work)
+        scratch: Scratch = await scratch_database(args.database_url, work)
         try:
             await asyncio.to_thread(migrate.upgrade, scratch.url)
             config = work / "plugins.toml"
@@ -404,16 +410,14 @@ async def main_async(args: argparse.Namespace) -> int:
             finally:
                 await runner.cleanup()  # stops the kernel
         finally:
-            await _drop_scratch(scratch)
+            await drop_scratch(scratch)
     print(TARGETS)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url", default=None, help="PostgreSQL admin URL (default SQLite)"
-    )
+    add_database_url_option(parser)
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)

@@ -65,15 +65,12 @@ from bench_orders import (
     DATA_DIR_HELP,
     TARGETS,
     _accounts,
-    _drop_scratch,
     _market_order,
     _plugins_toml,
-    _scratch_database,
     _serve_api,
     _settings,
-    add_database_url_option,
 )
-from common import add_data_dir_option
+from common import add_data_dir_option, add_database_url_option, drop_scratch, scratch_database
 
 _CALLGRIND_OUT = "BENCH_ORDER_COST_CALLGRIND_OUT"
 
@@ -96,11 +93,11 @@ def _instructions(out: str) -> int:
 
 
 async def _measure(args: argparse.Namespace, work: Path) -> int:
-    scratch = await _scratch_database(args.database_url, work)
+    scratch = await scratch_database(args.database_url, work)
     try:
         await asyncio.to_thread(migrate.upgrade, scratch.url)
         config = work / "plugins.toml"
-        data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
+        data_dir = await asyncio.to_thread(args.data_dir.resolve)
         config.write_text(_plugins_toml(data_dir))
         kernel = Kernel(_settings(config, scratch.url, None, work, 1))
         runner = await _serve_api(kernel, 0, reuse_port=False)
@@ -133,7 +130,7 @@ async def _measure(args: argparse.Namespace, work: Path) -> int:
         finally:
             await runner.cleanup()
     finally:
-        await _drop_scratch(scratch)
+        await drop_scratch(scratch)
     total = args.warmup + args.orders
     lines = [
         f"bench_order_cost  backend {'postgresql' if scratch.admin_url else 'sqlite'}",

@@ -84,25 +84,31 @@ import argparse
 import asyncio
 import cProfile
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from decimal import Decimal
 from itertools import count
 from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
-from common import add_data_dir_option, first_login, percentile, register_customers
+from common import (
+    Scratch,
+    add_data_dir_option,
+    add_database_url_option,
+    drop_scratch,
+    first_login,
+    percentile,
+    register_customers,
+    scratch_database,
+)
 from redis.asyncio import Redis
-from sqlalchemy import pool, select, text
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from brokerkernel.api.app import create_app
 from brokerkernel.kernel.identity.service import Client
@@ -111,7 +117,6 @@ from brokerkernel.kernel.pricing import Quote
 from brokerkernel.kernel.runtime import Kernel, Settings
 from brokerkernel.kernel.serve import new_event_loop, tune_gc
 from brokerkernel.kernel.storage import migrate
-from brokerkernel.kernel.storage.db import normalise_url
 from brokerkernel.kernel.storage.models import LedgerEvent, Position
 from brokerkernel.kernel.trading.jobs import Job
 from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
@@ -304,55 +309,6 @@ async def client_main(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- the server
-
-
-@dataclass
-class Scratch:
-    """Where the benchmark's database lives and how to get rid of it."""
-
-    url: str
-    admin_url: str | None = None
-    name: str | None = None
-
-
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def _scratch_database(database_url: str | None, work: Path) -> Scratch:
-    if database_url is None:
-        return Scratch(f"sqlite+aiosqlite:///{work / 'bench.db'}")
-    admin_url = normalise_url(database_url)
-    parsed = make_url(admin_url)
-    if parsed.get_backend_name() != "postgresql":
-        return Scratch(admin_url)
-    name = f"bk_bench_{os.getpid()}"
-    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    url = parsed.set(database=name).render_as_string(hide_password=False)
-    return Scratch(url, admin_url, name)
-
-
-async def _drop_scratch(scratch: Scratch) -> None:
-    """Drop the scratch PostgreSQL database of :func:`_scratch_database` (SQLite's file
-    goes with its temporary directory)."""
-    if scratch.admin_url is not None and scratch.name is not None:
-        await _admin(scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)')
-
-
-def add_database_url_option(parser: argparse.ArgumentParser) -> None:
-    """``--database-url``: where :func:`_scratch_database` puts the benchmark's data."""
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
-        "SQLite: a new file to use; default: a SQLite file in a temporary directory",
-    )
 
 
 def _plugins_toml(data_dir: Path) -> str:
@@ -616,20 +572,20 @@ async def _flush_redis(url: str | None) -> None:
 async def server_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
         work = Path(tmp)
-        scratch = await _scratch_database(args.database_url, work)
+        scratch = await scratch_database(args.database_url, work)
         await _flush_redis(args.redis_url)
         try:
             return await _serve_and_measure(args, work, scratch)
         finally:
             await _flush_redis(args.redis_url)
-            await _drop_scratch(scratch)
+            await drop_scratch(scratch)
 
 
 async def _serve_and_measure(args: argparse.Namespace, work: Path, scratch: Scratch) -> int:
     backend = make_url(scratch.url).get_backend_name()
     await asyncio.to_thread(migrate.upgrade, scratch.url)
     config = work / "plugins.toml"
-    data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
+    data_dir = await asyncio.to_thread(args.data_dir.resolve)
     config.write_text(_plugins_toml(data_dir))
     settings = _settings(config, scratch.url, args.redis_url, work, args.workers)
     kernel = Kernel(settings)

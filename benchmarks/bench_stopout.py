@@ -44,8 +44,16 @@ from brokerkernel.kernel.trading.positions import MarketOrderJob, OrderRequest
 from brokerkernel.kernel.trading.stopout import StopOutJob
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_orders import _drop_scratch, _plugins_toml, _scratch_database
-from common import add_data_dir_option, first_login, percentile, register_customers
+from bench_orders import _plugins_toml
+from common import (
+    add_data_dir_option,
+    add_database_url_option,
+    drop_scratch,
+    first_login,
+    percentile,
+    register_customers,
+    scratch_database,
+)
 
 TARGET = "target (issue 3): tick-to-stop-out-event p99 <= 2 ms (at 1,000 ticks/s)"
 START_MS = 1_399_420_807_135
@@ -81,7 +89,7 @@ async def _stopouts(kernel: Kernel) -> int:
 async def measure(args: argparse.Namespace, work: Path, url: str) -> list[str]:
     await asyncio.to_thread(migrate.upgrade, url)
     config = work / "plugins.toml"
-    data_dir = await asyncio.to_thread(Path(args.data_dir).resolve)
+    data_dir = await asyncio.to_thread(args.data_dir.resolve)
     config.write_text(_plugins_toml(data_dir))
     kernel = Kernel(Settings(config_path=config, database_url=url, var_dir=work, start_feeds=False))
     await kernel.start()
@@ -140,11 +148,11 @@ async def measure(args: argparse.Namespace, work: Path, url: str) -> list[str]:
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-stopout-") as tmp:
         work = Path(tmp)
-        scratch = await _scratch_database(args.database_url, work)
+        scratch = await scratch_database(args.database_url, work)
         try:
             lines = await measure(args, work, scratch.url)
         finally:
-            await _drop_scratch(scratch)
+            await drop_scratch(scratch)
     backend = "postgresql" if scratch.admin_url is not None else "sqlite"
     print("\n".join([f"bench_stopout  backend {backend}", *lines, f"  {TARGET}"]))
     return 0
@@ -152,7 +160,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=None, help="as bench_orders.py")
+    add_database_url_option(parser)
     parser.add_argument("--accounts", type=int, default=300)
     add_data_dir_option(parser)
     return asyncio.run(main_async(parser.parse_args(argv)))

@@ -88,7 +88,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from bench_orders import Scratch, _drop_scratch, _scratch_database
+from common import Scratch, add_database_url_option, drop_scratch, scratch_database
 from redis.asyncio import Redis
 from sqlalchemy import func, insert, select
 from standardwebhooks import Webhook
@@ -350,7 +350,7 @@ async def main_async(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bk-bench-webhooks-") as tmp:
         work = Path(tmp)
-        scratch: Scratch = await _scratch_database(args.database_url, work)
+        scratch: Scratch = await scratch_database(args.database_url, work)
         children: list[BaseProcess] = []
         try:
             await asyncio.to_thread(migrate.upgrade, scratch.url)
@@ -422,7 +422,7 @@ async def main_async(args: argparse.Namespace) -> int:
             for child in children:
                 child.terminate()
                 child.join()
-            await _drop_scratch(scratch)
+            await drop_scratch(scratch)
     print(
         f"target: {TARGET:,.0f} deliveries/s from the outbox; measured {rate:,.0f}/s end to "
         f"end, {worker_rate:,.0f}/s by the delivery worker(s)"
@@ -432,9 +432,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url", default=None, help="PostgreSQL admin URL (default SQLite)"
-    )
+    add_database_url_option(parser)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--backlog", type=int, default=20000)
     parser.add_argument("--subscriptions", type=int, default=4)

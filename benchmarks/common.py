@@ -3,6 +3,8 @@
 * :func:`add_data_dir_option`: the ``--data-dir`` option (real market data, read in
   place from ``../shared/data/market`` or ``$BROKERKERNEL_MARKET_DATA``);
 * :func:`percentile` and :func:`ms_summary`: nearest-rank quantiles of samples;
+* :func:`scratch_database`, :func:`drop_scratch` and :func:`add_database_url_option`:
+  the benchmark's database, SQLite by default or a scratch PostgreSQL database;
 * :func:`precomputed_password_hash` and :func:`register_customers`: customers
   registered through the kernel's registration code without argon2's deliberate
   ~60 ms per call, which is not what any benchmark measures.
@@ -15,13 +17,19 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from sqlalchemy import pool, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from brokerkernel.kernel.customers import Registration, register
 from brokerkernel.kernel.runtime import Kernel
 from brokerkernel.kernel.security import hash_password
+from brokerkernel.kernel.storage.db import normalise_url
 
 BENCH_PASSWORD = "bench-password"
 
@@ -93,3 +101,55 @@ async def register_customers(
 def first_login(registration: dict[str, Any]) -> int:
     """The login of a registration's first trading account."""
     return int(registration["trading_accounts"][0]["login"])
+
+
+@dataclass
+class Scratch:
+    """Where the benchmark's database lives and how to get rid of it."""
+
+    url: str
+    admin_url: str | None = None
+    name: str | None = None
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def scratch_database(database_url: str | None, work: Path) -> Scratch:
+    """The benchmark's database: a SQLite file in ``work`` when ``database_url`` is
+    None, a scratch database ``bk_bench_<pid>`` created (afresh) through a PostgreSQL
+    admin URL, any other URL as it is."""
+    if database_url is None:
+        return Scratch(f"sqlite+aiosqlite:///{work / 'bench.db'}")
+    admin_url = normalise_url(database_url)
+    parsed = make_url(admin_url)
+    if parsed.get_backend_name() != "postgresql":
+        return Scratch(admin_url)
+    name = f"bk_bench_{os.getpid()}"
+    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    url = parsed.set(database=name).render_as_string(hide_password=False)
+    return Scratch(url, admin_url, name)
+
+
+async def drop_scratch(scratch: Scratch) -> None:
+    """Drop the scratch PostgreSQL database of :func:`scratch_database` (SQLite's file
+    goes with its temporary directory)."""
+    if scratch.admin_url is not None and scratch.name is not None:
+        await _admin(scratch.admin_url, f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)')
+
+
+def add_database_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``: where :func:`scratch_database` puts the benchmark's data."""
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL: an admin URL (a scratch database is created and dropped); "
+        "SQLite: a new file to use; default: a SQLite file in a temporary directory",
+    )
